@@ -1,0 +1,137 @@
+import dataclasses, json, os, subprocess, sys, textwrap, warnings
+import numpy as np
+import pytest, torch
+from datasets import Dataset
+from safetensors.torch import load_file
+
+from lincir.training import TrainConfig, train, read_metrics, train_step, mixed_precision
+from lincir.phi import Phi
+
+PAIRS = [('a red circle', '$'), ('a small blue square next to a green star', '$ next to $'),
+         ('the yellow triangle is big', '$ is big'), ('two purple hexagons on a grey background', 'two $ on $'),
+         ('a large orange star that is shiny', '$ that is shiny'), ('one pink cross', 'one $'),
+         ('a cyan heart above a white circle', '$ above $'), ('the green square', '$')]
+
+
+def corpus_for(bb, n=128):
+    caps = [PAIRS[i % len(PAIRS)] for i in range(n)]
+    tok = bb.tokenize([c for c, _ in caps]).to(torch.int32)
+    msk = bb.tokenize([m for _, m in caps]).to(torch.int32)
+    return Dataset.from_dict(dict(tokens=tok.tolist(), masked_tokens=msk.tolist(),
+                                  length=(tok.argmax(-1) + 1).tolist(), rule=[0] * n))
+
+
+def cfg_for(tmp_path, **kw):
+    base = dict(backbone='lincir-tiny', pretrained=None, captions=['shapes'], steps=6, batch_size=16, lr=1e-3,
+                val_benchmark=None, log_every=1, save_every=3, out_dir=str(tmp_path / 'run'))
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(autouse=True)
+def quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        yield
+
+
+def test_resume_continues_exactly(tiny, tmp_path):
+    corpus = corpus_for(tiny)
+    full = train(cfg_for(tmp_path / 'a', ema=0.9), corpus=corpus, progress=False)
+    half = cfg_for(tmp_path / 'b', ema=0.9, steps=3)
+    train(half, corpus=corpus, progress=False)
+    resumed = train(dataclasses.replace(half, steps=6), corpus=corpus, progress=False)
+    a, b = read_metrics(full), read_metrics(resumed)
+    assert [r['step'] for r in b] == [1, 2, 3, 4, 5, 6]
+    assert [r['loss'] for r in a] == [r['loss'] for r in b]
+    for name in ('phi.safetensors', 'checkpoint/phi.safetensors', 'checkpoint/ema.safetensors'):
+        wa, wb = load_file(str(full / name)), load_file(str(resumed / name))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+def test_resume_refuses_other_settings(tiny, tmp_path):
+    corpus = corpus_for(tiny)
+    train(cfg_for(tmp_path, steps=3), corpus=corpus, progress=False)
+    with pytest.raises(ValueError, match='lr'):
+        train(cfg_for(tmp_path, steps=6, lr=5e-4), corpus=corpus, progress=False)
+
+
+def test_gradient_accumulation_accumulates(tiny, tmp_path):
+    "Two micro-batches of 8 must give the update of one batch of 16 (no noise, no dropout)."
+    corpus = corpus_for(tiny, 16)
+    tok = torch.tensor(corpus['tokens']); msk = torch.tensor(corpus['masked_tokens'])
+    states = []
+    for accum in (1, 2, 4):
+        cfg = cfg_for(tmp_path, grad_accum=accum, noise_scale=0.0, dropout=0.0)
+        torch.manual_seed(0); phi = Phi.for_backbone(tiny, dropout=0.0)
+        opt = torch.optim.AdamW(phi.parameters(), lr=1e-3)
+        ctx, scaler = mixed_precision(torch.device('cpu'))
+        loss = train_step(tiny, phi, opt, scaler, ctx, cfg, 0, 0, tok.long(), msk.long())
+        states.append((loss, [p.detach().clone() for p in phi.parameters()]))
+    for loss, params in states[1:]:
+        assert abs(loss - states[0][0]) < 1e-5
+        for p, q in zip(params, states[0][1]): torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tiny, tmp_path, monkeypatch):
+    import lincir.training as T
+    corpus = corpus_for(tiny)
+    calls, original = {'n': 0}, T.smp_loss
+    def loss_that_explodes(*a, **k):
+        calls['n'] += 1
+        loss = original(*a, **k)
+        return loss * float('nan') if calls['n'] == 5 else loss  # the 5th step's loss
+    monkeypatch.setattr(T, 'smp_loss', loss_that_explodes)
+    with pytest.raises(FloatingPointError, match='checkpoint'):
+        train(cfg_for(tmp_path, steps=6), corpus=corpus, progress=False)
+    run = tmp_path / 'run'
+    assert json.loads((run / 'checkpoint' / 'state.json').read_text())['step'] == 3
+    assert all(torch.isfinite(v).all() for v in load_file(str(run / 'checkpoint' / 'phi.safetensors')).values())
+    assert [r['step'] for r in read_metrics(run)] == [1, 2, 3, 4]
+
+
+def test_bad_settings_fail_before_work(tmp_path):
+    for kw, msg in [(dict(batch_size=0), 'batch_size'), (dict(steps=0), 'steps'),
+                    (dict(backbone='ViT-Q-99', pretrained='openai'), 'ViT-Q-99'),
+                    (dict(captions=[str(tmp_path / 'missing.txt')]), 'missing.txt'),
+                    (dict(batch_size=10, grad_accum=3), 'grad_accum')]:
+        with pytest.raises(Exception, match=msg):
+            train(cfg_for(tmp_path, **kw), progress=False)
+    assert not (tmp_path / 'run').exists()
+
+
+def test_ddp_two_cpu_processes_end_identical(tmp_path):
+    script = tmp_path / 'ddp.py'
+    script.write_text(textwrap.dedent(f'''
+        import sys, warnings, torch
+        warnings.simplefilter('ignore')
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import torch.distributed as dist
+        from pathlib import Path
+        from safetensors.torch import save_file
+        from test_training import corpus_for, cfg_for
+        from lincir.backbone import load_backbone
+        import lincir.training as T
+        captured = {{}}
+        original = T.train_step
+        def spy(bb, model, *a, **k):
+            captured['model'] = model
+            return original(bb, model, *a, **k)
+        T.train_step = spy
+        bb = load_backbone('lincir-tiny')
+        out = Path({str(tmp_path)!r})
+        T.train(cfg_for(out, steps=4, batch_size=16, device='cpu'), corpus=corpus_for(bb), progress=False)
+        phi = captured['model'].module
+        save_file({{k: v.contiguous() for k, v in phi.state_dict().items()}}, str(out / f'rank{{dist.get_rank()}}.safetensors'))
+        dist.destroy_process_group()
+    '''))
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29533',
+                          str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = load_file(str(tmp_path / 'rank0.safetensors')), load_file(str(tmp_path / 'rank1.safetensors'))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    written = load_file(str(tmp_path / 'run' / 'phi.safetensors'))
+    assert all(torch.equal(r0[k], written[k]) for k in r0)
+    assert not (tmp_path / 'rank-1').exists()
+    rows = read_metrics(tmp_path / 'run')
+    assert [r['step'] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r['loss']) for r in rows)
