@@ -226,7 +226,7 @@ def _truncate_metrics(run:Path, step:int):
     rows = [r for r in read_metrics(run) if r['step'] <= step]
     _atomic_write(run/'metrics.jsonl', lambda t: Path(t).write_text(''.join(json.dumps(r) + '\n' for r in rows)))
 
-# %% ../nbs/06_training.ipynb #bb474a19
+# %% ../nbs/06_training.ipynb #320df4a4
 def plot_run(run) -> Path:
     "Loss (and validation metric) against step, saved as `run/loss.png`."
     import matplotlib; matplotlib.use('Agg', force=False)
@@ -237,13 +237,13 @@ def plot_run(run) -> Path:
     ax[0, 0].plot([r['step'] for r in train], [r['loss'] for r in train])
     ax[0, 0].set(xlabel='step', ylabel='SMP loss (MSE)', yscale='log', title='training loss')
     if val:
-        for k in val[-1]['val']:
+        for k in [k for k in val[-1]['val'] if '@' in k and '/' not in k][:6]:
             ax[0, 1].plot([r['step'] for r in val], [r['val'].get(k) for r in val], marker='o', label=k)
         ax[0, 1].set(xlabel='step', title='validation'); ax[0, 1].legend(fontsize=7)
     fig.tight_layout(); out = Path(run)/'loss.png'; fig.savefig(out, dpi=100); plt.close(fig)
     return out
 
-# %% ../nbs/06_training.ipynb #e4377f39
+# %% ../nbs/06_training.ipynb #bb3ec697
 def _corpus(cfg:TrainConfig, bb:Backbone, rank:int):
     "The masked, tokenised corpus; rank 0 builds the cache, the others wait and read it."
     from lincir.captions import masked_corpus
@@ -257,7 +257,7 @@ def _corpus(cfg:TrainConfig, bb:Backbone, rank:int):
 def _default_validator(cfg:TrainConfig, bb:Backbone):
     if not cfg.val_benchmark: return None
     from lincir.benchmarks import make_validator
-    return make_validator(cfg.val_benchmark, bb, split=cfg.val_split, max_queries=cfg.val_max_queries)
+    return make_validator(cfg.val_benchmark, bb, split=cfg.val_split, max_queries=cfg.val_max_queries, l2_normalize=cfg.l2_normalize)
 
 # %% ../nbs/06_training.ipynb #01f1eaeb
 def train(cfg:TrainConfig, # validated settings
