@@ -63,7 +63,7 @@ def features_path(bb:Backbone, keys:list[str], root:Path|None=None) -> Path:
     h = hashlib.sha256(json.dumps([bb.name, bb.pretrained, weights_fingerprint(bb.model), keys]).encode())
     return Path(root or cache_dir()/'features')/f'{_safe(bb.name)}__{_safe(bb.pretrained)}__{h.hexdigest()[:20]}.safetensors'
 
-# %% ../nbs/07_retrieval.ipynb #f6c0e10e
+# %% ../nbs/07_retrieval.ipynb #da2e42df
 def _load_all(srcs, skip_bad, pool):
     "Images of one batch, and the positions that could not be read (`skip_bad`) or an error naming the first."
     def one(s):
@@ -80,7 +80,7 @@ def image_features(bb:Backbone,
                    batch_size:int=64,
                    skip_bad:bool=False, # leave out unreadable images (reported) instead of raising
                    cache:bool=True, # read/write the on-disk cache
-                   num_workers:int=4, # threads that decode images
+                   num_workers:int=min(8, os.cpu_count() or 1), # threads that decode images
                    progress:bool=True) -> tuple[list[str], torch.Tensor, list[str]]:
     "Raw image embeddings: (ids encoded, `[n, d]` float32 on CPU, ids skipped as unreadable)."
     ids = list(images)
