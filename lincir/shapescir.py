@@ -250,20 +250,22 @@ def _genecis_object(rng, task):
     wrong = [[a, rng.choice(no_s)] if i % 2 else [(s, rng.choice(list(COLOURS)), rng.choice(list(SIZES))), rng.choice([k for k in no_s if k != a])] for i in range(14)]
     return [a], target, wrong, s
 
-# %% ../nbs/04a_shapescir.ipynb #87f35815
-def write_genecis_fixture(root, # folder that will hold `genecis/`, `vg/`, `coco/val2017/`
+# %% ../nbs/04a_shapescir.ipynb #140c29f1
+def write_genecis_fixture(root, # folder that will hold `genecis/`, `VG_100K_all/`, `val2017/`
                           n_queries:int=4, # per task
                           seed:int=0) -> Path:
-    "Tiny GeneCIS: the four tasks, 10-image galleries for attribute tasks and 15 for object tasks."
+    """Tiny GeneCIS: the four tasks, 10-image galleries for attribute tasks and 15 for object tasks.
+    Layout: `genecis/{task}.json`; attribute-task images `VG_100K_all/{image_id}.jpg`, object-task images
+    `val2017/{val_image_id:012d}.jpg`; `gallery` lists the distractors only (the target is ranked with them)."""
     root, rng = Path(root), random.Random(seed)
     (root/'genecis').mkdir(parents=True, exist_ok=True)
     ids = iter(rng.sample(range(1, 10**6), 100*n_queries))
     def attr_image(kind):
         scene = place([kind, random_kind(rng)] if rng.random() < 0.5 else [kind], rng)
-        i = next(ids); _save(scene, root/'vg'/f'{i}.jpg')
+        i = next(ids); _save(scene, root/'VG_100K_all'/f'{i}.jpg')
         return dict(image_id=i, instance_bbox=_bbox(scene.objects[0]), object_name=kind[0])
     def obj_image(kinds):
-        i = next(ids); _save(place(kinds, rng), root/'coco'/'val2017'/f'{i:012d}.jpg')
+        i = next(ids); _save(place(kinds, rng), root/'val2017'/f'{i:012d}.jpg')
         return dict(val_image_id=i)
     for task in GENECIS_TASKS:
         items = []
