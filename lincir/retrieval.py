@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .backbone import Backbone, cache_dir, encode_images, encode_text, open_image
 
 # %% auto #0
-__all__ = ['DEFAULT_TEMPLATE', 'METHODS', 'Query', 'image_key', 'load_image', 'weights_fingerprint', 'features_path',
+__all__ = ['DEFAULT_TEMPLATE', 'METHODS', 'Query', 'file_key', 'image_key', 'load_image', 'weights_fingerprint', 'features_path',
            'image_features', 'check_template', 'fill', 'query_features', 'rank', 'Prediction', 'predict']
 
 # %% ../nbs/07_retrieval.ipynb #7e79d019
@@ -36,12 +36,18 @@ class Query:
     target_caption: str|None = None # caption of the target (ShapesCIR), for the `upper` bound
     info: dict = field(default_factory=dict) # anything else the benchmark carries
 
-# %% ../nbs/07_retrieval.ipynb #c8a6b58a
+# %% ../nbs/07_retrieval.ipynb #37be6420
 def _is_path(src) -> bool: return isinstance(src, (str, os.PathLike))
 
+def file_key(path) -> str:
+    "A file's resolved path, size and modification time: a changed or replaced file gets a new key."
+    p = Path(path).resolve()
+    try: st = p.stat(); return f'{p}:{st.st_size}:{st.st_mtime_ns}'
+    except OSError: return str(p)
+
 def image_key(src) -> str:
-    "The string that identifies an image source in cache keys: its resolved path, or its own `key`."
-    return str(Path(src).resolve()) if _is_path(src) else src.key
+    "The string that identifies an image source in cache keys: its `file_key`, or the source's own `key`."
+    return file_key(src) if _is_path(src) else src.key
 
 def load_image(src) -> Image.Image:
     "An RGB image from a path, or from an object with `load()` (and `key`); errors name the file."
