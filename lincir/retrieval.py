@@ -69,7 +69,7 @@ def features_path(bb:Backbone, keys:list[str], root:Path|None=None) -> Path:
     h = hashlib.sha256(json.dumps([bb.name, bb.pretrained, weights_fingerprint(bb.model), keys]).encode())
     return Path(root or cache_dir()/'features')/f'{_safe(bb.name)}__{_safe(bb.pretrained)}__{h.hexdigest()[:20]}.safetensors'
 
-# %% ../nbs/07_retrieval.ipynb #da2e42df
+# %% ../nbs/07_retrieval.ipynb #e2d6be69
 def _load_all(srcs, skip_bad, pool):
     "Images of one batch, and the positions that could not be read (`skip_bad`) or an error naming the first."
     def one(s):
@@ -108,11 +108,10 @@ def image_features(bb:Backbone,
     feats = torch.cat(out) if out else torch.empty(0, bb.embed_dim)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f'.{os.getpid()}.tmp')
+        tmp, meta = path.with_suffix(f'.{os.getpid()}.tmp'), Path(f'{path}.{os.getpid()}.json.tmp')
         save_file({'features': feats.contiguous()}, str(tmp))
-        Path(f'{path}.json').write_text(json.dumps({'backbone': bb.name, 'pretrained': str(bb.pretrained),
-                                                    'n': len(ids), 'skipped': bad}))
-        tmp.replace(path)
+        meta.write_text(json.dumps({'backbone': bb.name, 'pretrained': str(bb.pretrained), 'n': len(ids), 'skipped': bad}))
+        meta.replace(f'{path}.json'); tmp.replace(path)  # atomic: concurrent runs never read half a file
     bad_set = set(bad)
     return [i for i in ids if i not in bad_set], feats, bad
 
