@@ -17,9 +17,10 @@ from .metrics import by_group, cirr_metrics, circo_metrics, fashioniq_metrics, g
 from .retrieval import DEFAULT_TEMPLATE, Prediction, Query, file_key, image_features, predict
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'FIQ_CATEGORIES', 'GENECIS_TASKS', 'BENCHMARKS', 'DEFAULT_SPLITS', 'HEADLINES', 'LayoutError', 'read_json',
-           'get', 'Benchmark', 'load_cirr', 'load_circo', 'fiq_captions', 'load_fashioniq', 'square_crop', 'Crop',
-           'load_genecis', 'shapes_root', 'load_benchmark', 'evaluate', 'Validator', 'make_validator']
+__all__ = ['LAYOUTS', 'FIQ_CATEGORIES', 'GENECIS_TASKS', 'BENCHMARKS', 'DEFAULT_SPLITS', 'VALIDATION_SPLITS', 'HEADLINES',
+           'LayoutError', 'read_json', 'get', 'Benchmark', 'load_cirr', 'load_circo', 'fiq_captions', 'load_fashioniq',
+           'square_crop', 'Crop', 'load_genecis', 'shapes_root', 'load_benchmark', 'evaluate', 'Validator',
+           'make_validator']
 
 # %% ../nbs/09_benchmarks.ipynb #c2681c75
 LAYOUTS = {
@@ -282,10 +283,11 @@ def load_genecis(root, # folder holding genecis/, VG_100K_all/, val2017/
             queries.append(Query(qid, ref[0], [cond], gallery=qid, targets=[tgt[0]], group=task))
     return Benchmark('genecis', split, queries, images, galleries, _genecis_metric)
 
-# %% ../nbs/09_benchmarks.ipynb #8fd55202
+# %% ../nbs/09_benchmarks.ipynb #383dba18
 BENCHMARKS = {'shapes': lambda root, split: load_circo(root, split, 'shapes'), 'cirr': load_cirr,
               'circo': load_circo, 'fashioniq': load_fashioniq, 'genecis': load_genecis}
-DEFAULT_SPLITS = {'shapes': 'val', 'cirr': 'val', 'circo': 'val', 'fashioniq': 'val', 'genecis': 'all'}
+DEFAULT_SPLITS = {'shapes': 'test', 'cirr': 'val', 'circo': 'val', 'fashioniq': 'val', 'genecis': 'all'} # for reporting
+VALIDATION_SPLITS = {**DEFAULT_SPLITS, 'shapes': 'val'} # for checkpoint selection during training
 HEADLINES = {'shapes': 'mAP@10', 'cirr': 'R@1', 'circo': 'mAP@10', 'fashioniq': 'avg/R@10', 'genecis': 'avg/R@1'}
 
 def shapes_root() -> Path:
@@ -296,7 +298,7 @@ def shapes_root() -> Path:
 def load_benchmark(name:str, # shapes, cirr, circo, fashioniq or genecis
                    root=None, # the benchmark's folder (default for shapes: the sandbox)
                    split:str|None=None) -> Benchmark:
-    "Load any benchmark split by name."
+    "Load any benchmark split by name (default: the split results are reported on, e.g. ShapesCIR `test`)."
     if name not in BENCHMARKS: raise ValueError(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
     if root in (None, '') and name != 'shapes': raise ValueError(f"{name}: give the dataset folder. Layout: {LAYOUTS[name]}")
     return BENCHMARKS[name](shapes_root() if root in (None, '') else root, split or DEFAULT_SPLITS[name])
@@ -324,7 +326,7 @@ def evaluate(bench:Benchmark, bb:Backbone, method:str='lincir',
     return {**m, 'queries': len(p.rankings), 'skipped_images': len(p.skipped_images),
             'skipped_queries': len(p.skipped_queries)}, p
 
-# %% ../nbs/09_benchmarks.ipynb #579ea19a
+# %% ../nbs/09_benchmarks.ipynb #9310f28e
 class Validator:
     "`validator(phi) -> metrics` of LinCIR on one benchmark split; `headline` names the selection metric."
     def __init__(self, bench:Benchmark, bb:Backbone, templates=(DEFAULT_TEMPLATE,), l2_normalize:bool=False, skip_bad:bool=False):
@@ -343,6 +345,7 @@ def make_validator(benchmark:str, # a name (data in the default place: shapes on
                    bb:Backbone, root=None, split:str|None=None,
                    max_queries:int|None=None, # validate on the first queries only
                    **kwargs) -> Validator: # templates, l2_normalize, skip_bad
-    "A `Validator` for a benchmark split."
+    "A `Validator` for a benchmark split (default: its validation split, ShapesCIR `val`)."
     name, _, folder = benchmark.partition(':')
+    split = split or VALIDATION_SPLITS.get(name)
     return Validator(load_benchmark(name, root or folder or None, split).head(max_queries), bb, **kwargs)

@@ -15,7 +15,7 @@ from .retrieval import DEFAULT_TEMPLATE, METHODS, Prediction, check_template, lo
 # %% auto #0
 __all__ = ['BASELINES', 'DEFAULT_PHI', 'EvalConfig', 'resolve_phi', 'plan', 'main_method', 'write_outputs', 'plot_examples']
 
-# %% ../nbs/09a_evaluation.ipynb #a81af93f
+# %% ../nbs/09a_evaluation.ipynb #d70bf340
 BASELINES = ('image', 'text', 'sum')
 DEFAULT_PHI = 'runs/main'
 
@@ -24,7 +24,7 @@ class EvalConfig:
     "Everything an evaluation run depends on; built from the notebook's parameters and saved next to its results."
     benchmark: str = 'shapes' # shapes, cirr, circo, fashioniq or genecis
     data_dir: str = '' # the benchmark's folder ('' = the ShapesCIR sandbox)
-    split: str = '' # '' = the default: test for ShapesCIR, else DEFAULT_SPLITS
+    split: str = '' # '' = the benchmark's default (DEFAULT_SPLITS: ShapesCIR test, CIRR val, ...)
     backbone: str = 'shapes-clip'
     pretrained: str|None = 'sandbox'
     phi: str = DEFAULT_PHI # run folder (uses best/ if present) or .safetensors file
@@ -38,8 +38,7 @@ class EvalConfig:
 
     def __post_init__(self):
         if isinstance(self.template, str): self.template = [self.template]
-        # ShapesCIR: training selects its checkpoint on val, so evaluation defaults to the held-out test split
-        self.split = self.split or ('test' if self.benchmark == 'shapes' else DEFAULT_SPLITS.get(self.benchmark, ''))
+        self.split = self.split or DEFAULT_SPLITS.get(self.benchmark, '')
 
 # %% ../nbs/09a_evaluation.ipynb #dad7b2ba
 _SPLITS = {'cirr': ('val', 'test1'), 'circo': ('val', 'test'), 'fashioniq': ('val',), 'genecis': ('all', *GENECIS_TASKS)}

@@ -69,15 +69,19 @@ def features_path(bb:Backbone, keys:list[str], root:Path|None=None) -> Path:
     h = hashlib.sha256(json.dumps([bb.name, bb.pretrained, weights_fingerprint(bb.model), keys]).encode())
     return Path(root or cache_dir()/'features')/f'{_safe(bb.name)}__{_safe(bb.pretrained)}__{h.hexdigest()[:20]}.safetensors'
 
-# %% ../nbs/07_retrieval.ipynb #e2d6be69
-def _load_all(srcs, skip_bad, pool):
-    "Images of one batch, and the positions that could not be read (`skip_bad`) or an error naming the first."
+# %% ../nbs/07_retrieval.ipynb #20cafa5f
+def _submit(pool, srcs, skip_bad):
+    "Start decoding one batch in the background."
     def one(s):
         try: return load_image(s)
         except Exception as e:
             if not skip_bad: raise
             return e
-    ims = list(pool.map(one, srcs))
+    return [pool.submit(one, s) for s in srcs]
+
+def _collect(futures):
+    "Images of one batch, and the positions that could not be read (`skip_bad`); re-raises an error naming the file."
+    ims = [f.result() for f in futures]
     return [im for im in ims if not isinstance(im, Exception)], [i for i, im in enumerate(ims) if isinstance(im, Exception)]
 
 @torch.inference_mode()
@@ -99,10 +103,12 @@ def image_features(bb:Backbone,
         bad_set = set(bad)
         return [i for i in ids if i not in bad_set], load_file(path)['features'], bad
     out, bad = [], []
+    chunks = [ids[s:s+batch_size] for s in range(0, len(ids), batch_size)]
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        for s in tqdm(range(0, len(ids), batch_size), desc='image features', disable=not progress):
-            chunk = ids[s:s+batch_size]
-            ims, failed = _load_all([images[i] for i in chunk], skip_bad, pool)
+        nxt = _submit(pool, [images[i] for i in chunks[0]], skip_bad) if chunks else []
+        for n, chunk in enumerate(tqdm(chunks, desc='image features', disable=not progress)):
+            ims, failed = _collect(nxt)
+            if n + 1 < len(chunks): nxt = _submit(pool, [images[i] for i in chunks[n + 1]], skip_bad)  # decode ahead
             bad += [chunk[i] for i in failed]
             if ims: out.append(encode_images(bb, ims, batch_size=len(ims), progress=False))
     feats = torch.cat(out) if out else torch.empty(0, bb.embed_dim)
