@@ -11,7 +11,7 @@ from .backbone import Backbone, encode_text
 from .phi import Phi
 
 # %% auto #0
-__all__ = ['inject_noise', 'smp_loss']
+__all__ = ['inject_noise', 'smp_loss', 'captions_loss']
 
 # %% ../nbs/03_smp.ipynb #b7b2af15
 def inject_noise(e:torch.Tensor, # [n, d] clean text embeddings
@@ -38,3 +38,13 @@ def smp_loss(bb:Backbone, phi:Phi,
     if l2_normalize: x = F.normalize(x, dim=-1)
     pseudo = phi(x)
     return F.mse_loss(encode_text(bb, masked_tokens, pseudo, truncate=truncate).float(), e)
+
+# %% ../nbs/03_smp.ipynb #1a2cf107
+def captions_loss(bb:Backbone, phi:Phi, captions:list[str], # raw captions
+                  seed:int=0, # seeds the random-word fallback of the masking
+                  **kwargs) -> torch.Tensor: # passed to `smp_loss` (noise_scale, l2_normalize, generator)
+    "The SMP loss of a batch of raw captions: keyword masking, tokenisation and `smp_loss` in one call."
+    from lincir.keywords import mask_captions, Rule
+    kept = [m for m in mask_captions(captions, bb, seed=seed) if m.rule != Rule.SKIPPED]
+    if not kept: raise ValueError("no usable caption in the batch (all empty after cleaning)")
+    return smp_loss(bb, phi, bb.tokenize([m.caption for m in kept]), bb.tokenize([m.masked for m in kept]), **kwargs)

@@ -135,3 +135,23 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
     assert not (tmp_path / 'rank-1').exists()
     rows = read_metrics(tmp_path / 'run')
     assert [r['step'] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r['loss']) for r in rows)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny, tmp_path, monkeypatch):
+    import lincir.training as T
+    corpus = corpus_for(tiny)
+    calls, original = {'n': 0}, T.train_step
+    def interrupted(*a, **k):
+        calls['n'] += 1
+        if calls['n'] == 5: raise KeyboardInterrupt
+        return original(*a, **k)
+    monkeypatch.setattr(T, 'train_step', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(tmp_path, steps=6, save_every=100), corpus=corpus, progress=False)
+    run = tmp_path / 'run'
+    assert json.loads((run / 'checkpoint' / 'state.json').read_text())['step'] == 4
+    monkeypatch.setattr(T, 'train_step', original)
+    train(cfg_for(tmp_path, steps=6, save_every=100), corpus=corpus, progress=False)
+    assert [r['step'] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]
+    full = train(cfg_for(tmp_path / 'uninterrupted', steps=6), corpus=corpus, progress=False)
+    assert [r['loss'] for r in read_metrics(full)] == [r['loss'] for r in read_metrics(run)]
