@@ -4,25 +4,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 
-snapshot() { find "$@" -type f \( -name '*.py' -o -name '*.ipynb' \) -print0 | sort -z | xargs -0 md5sum; }
+snapshot() { find "$1" -type f \( -name '*.py' -o -name '*.ipynb' \) -print0 | sort -z | xargs -0 md5sum; }
+
+# must_not_change DIR WHAT-TO-RUN-AND-COMMIT COMMAND...: run COMMAND, fail if it changed files under DIR
+must_not_change() {
+  local dir=$1 fix=$2; shift 2
+  local before after
+  before=$(snapshot "$dir"); "$@"; after=$(snapshot "$dir")
+  if [ "$before" != "$after" ]; then
+    diff <(echo "$before") <(echo "$after") || true
+    echo "FAIL: $* changed $dir/ -- $fix"; exit 1
+  fi
+}
 
 echo "== nbdev_export: lincir/ must match the notebooks"
-before=$(snapshot lincir)
-nbdev_export
-after=$(snapshot lincir)
-if [ "$before" != "$after" ]; then
-  diff <(echo "$before") <(echo "$after") || true
-  echo "FAIL: nbdev_export changed lincir/ -- run nbdev_export and commit the result"; exit 1
-fi
+must_not_change lincir "run nbdev_export and commit the result" nbdev_export
 
 echo "== nbdev_clean: notebooks must be clean"
-before=$(snapshot nbs)
-nbdev_clean
-after=$(snapshot nbs)
-if [ "$before" != "$after" ]; then
-  diff <(echo "$before") <(echo "$after") || true
-  echo "FAIL: nbdev_clean changed notebooks -- run nbdev_clean and commit the result"; exit 1
-fi
+must_not_change nbs "run nbdev_clean and commit the result" nbdev_clean
 
 echo "== nbdev_test"
 nbdev_test --n_workers 2 --timing
