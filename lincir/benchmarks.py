@@ -246,7 +246,7 @@ class Crop:
     dilate: float = 0.7
     @property
     def key(self) -> str: return f'{file_key(self.path)}@{",".join(map(str, self.box))}@{self.dilate}'
-    def load(self) -> Image.Image: return square_crop(open_image(self.path), self.box, self.dilate)
+    def load(self) -> Image.Image: return square_crop(open_image(self.path, exif=False), self.box, self.dilate)
 
 # %% ../nbs/09_benchmarks.ipynb #50349548
 def _genecis_metric(queries, p):

@@ -5,21 +5,18 @@
 # %% ../nbs/07_retrieval.ipynb #e511af99
 from __future__ import annotations
 import hashlib, json, os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from .backbone import Backbone, cache_dir, encode_images, encode_text, open_image
 
 # %% auto #0
-__all__ = ['DEFAULT_TEMPLATE', 'METHODS', 'Query', 'file_key', 'image_key', 'load_image', 'weights_fingerprint', 'features_path',
-           'image_features', 'check_template', 'fill', 'query_features', 'rank', 'Prediction', 'predict']
+__all__ = ['DEFAULT_TEMPLATE', 'METHODS', 'Query', 'file_key', 'image_key', 'load_image', 'weights_fingerprint', 'image_features',
+           'check_template', 'fill', 'query_features', 'rank', 'Prediction', 'predict']
 
 # %% ../nbs/07_retrieval.ipynb #7e79d019
 @dataclass
@@ -49,9 +46,10 @@ def image_key(src) -> str:
     "The string that identifies an image source in cache keys: its `file_key`, or the source's own `key`."
     return file_key(src) if _is_path(src) else src.key
 
-def load_image(src) -> Image.Image:
+def load_image(src, size:int|None=None, # the side the model needs (a path is decoded no larger than about twice that)
+              ) -> Image.Image:
     "An RGB image from a path, or from an object with `load()` (and `key`); errors name the file."
-    return open_image(src) if _is_path(src) else src.load()
+    return open_image(src, size) if _is_path(src) else src.load()
 
 def weights_fingerprint(model:torch.nn.Module) -> str:
     "A cheap hash of a model's weights: names, shapes and the first values of every tensor."
@@ -64,62 +62,35 @@ def weights_fingerprint(model:torch.nn.Module) -> str:
 # %% ../nbs/07_retrieval.ipynb #1655c42b
 def _safe(s) -> str: return ''.join(c if c.isalnum() or c in '-.' else '_' for c in str(s))[-60:]
 
-def features_path(bb:Backbone, keys:list[str], root:Path|None=None) -> Path:
-    "Cache file for the image features of `keys` under backbone `bb`."
-    h = hashlib.sha256(json.dumps([bb.name, bb.pretrained, weights_fingerprint(bb.model), keys]).encode())
-    return Path(root or cache_dir()/'features')/f'{_safe(bb.name)}__{_safe(bb.pretrained)}__{h.hexdigest()[:20]}.safetensors'
-
 # %% ../nbs/07_retrieval.ipynb #20cafa5f
-def _submit(pool, srcs, skip_bad):
-    "Start decoding one batch in the background."
-    def one(s):
-        try: return load_image(s)
-        except Exception as e:
-            if not skip_bad: raise
-            return e
-    return [pool.submit(one, s) for s in srcs]
-
-def _collect(futures):
-    "Images of one batch, and the positions that could not be read (`skip_bad`); re-raises an error naming the file."
-    ims = [f.result() for f in futures]
-    return [im for im in ims if not isinstance(im, Exception)], [i for i, im in enumerate(ims) if isinstance(im, Exception)]
-
 @torch.inference_mode()
 def image_features(bb:Backbone,
                    images:dict, # image id -> path, or object with `load()` and `key`
                    batch_size:int=64,
                    skip_bad:bool=False, # leave out unreadable images (reported) instead of raising
-                   cache:bool=True, # read/write the on-disk cache
+                   cache:bool=True, # read/extend the on-disk feature store (`lincir.store`)
                    num_workers:int=min(8, os.cpu_count() or 1), # threads that decode images
-                   progress:bool=True) -> tuple[list[str], torch.Tensor, list[str]]:
-    "Raw image embeddings: (ids encoded, `[n, d]` float32 on CPU, ids skipped as unreadable)."
-    ids = list(images)
-    path = features_path(bb, [image_key(images[i]) for i in ids])
-    if cache and path.exists() and Path(f'{path}.json').exists():
-        bad = json.loads(Path(f'{path}.json').read_text())['skipped']
-        if bad and not skip_bad:
-            raise ValueError(f"Cannot read image {images[bad[0]]} ({len(bad)} unreadable in all, cached in {path}); "
-                             "fix or remove the files, or pass skip_bad=True to leave them out")
-        bad_set = set(bad)
-        return [i for i in ids if i not in bad_set], load_file(path)['features'], bad
-    out, bad = [], []
-    chunks = [ids[s:s+batch_size] for s in range(0, len(ids), batch_size)]
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        nxt = _submit(pool, [images[i] for i in chunks[0]], skip_bad) if chunks else []
-        for n, chunk in enumerate(tqdm(chunks, desc='image features', disable=not progress)):
-            ims, failed = _collect(nxt)
-            if n + 1 < len(chunks): nxt = _submit(pool, [images[i] for i in chunks[n + 1]], skip_bad)  # decode ahead
-            bad += [chunk[i] for i in failed]
-            if ims: out.append(encode_images(bb, ims, batch_size=len(ims), progress=False))
-    feats = torch.cat(out) if out else torch.empty(0, bb.embed_dim)
+                   progress:bool=True,
+                   store=None, # a `FeatureStore` to use (default: `open_store(bb)`)
+                  ) -> tuple[list[str], torch.Tensor, list[str]]:
+    "Raw image embeddings: (ids encoded, `[n, d]` float32 on CPU, fp16 precision; ids skipped as unreadable)."
+    from lincir.store import FeatureStore, encode_batches, open_store  # the store builds on this module
+    ids, keys = list(images), {i: image_key(s) for i, s in images.items()}
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp, meta = path.with_suffix(f'.{os.getpid()}.tmp'), Path(f'{path}.{os.getpid()}.json.tmp')
-        save_file({'features': feats.contiguous()}, str(tmp))
-        meta.write_text(json.dumps({'backbone': bb.name, 'pretrained': str(bb.pretrained), 'n': len(ids), 'skipped': bad}))
-        meta.replace(f'{path}.json'); tmp.replace(path)  # atomic: concurrent runs never read half a file
-    bad_set = set(bad)
-    return [i for i in ids if i not in bad_set], feats, bad
+        store = store or open_store(bb)
+        store.encode(bb, images, batch_size, num_workers=num_workers, progress=progress)
+    else:  # the same encoding, kept in memory
+        feats, why = {}, {}
+        for k, f, bad in encode_batches(bb, [(k, images[i]) for k, i in {keys[i]: i for i in ids}.items()], batch_size, num_workers):
+            feats.update(zip(k, f.half())); why.update(bad)
+    failed = store.failed if cache else why
+    bad = [i for i in ids if keys[i] in failed]
+    if bad and not skip_bad:
+        raise ValueError(f"{failed[keys[bad[0]]]} ({len(bad)} unreadable in all); "
+                         "fix or remove the files, or pass skip_bad=True to leave them out")
+    ok = [i for i in ids if keys[i] not in failed]
+    if cache: return ok, torch.from_numpy(store.vectors([keys[i] for i in ok])), bad
+    return ok, torch.stack([feats[keys[i]] for i in ok]).float() if ok else torch.empty(0, bb.embed_dim), bad
 
 # %% ../nbs/07_retrieval.ipynb #9568f661
 DEFAULT_TEMPLATE = 'a photo of $ that {caption}'

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .backbone import Backbone, encode_images
-from .retrieval import DEFAULT_TEMPLATE, Query, image_features, load_image, query_features, rank
+from .retrieval import DEFAULT_TEMPLATE, Query, _is_path, image_key, load_image, query_features
+from .store import FeatureStore, StoreView, open_store
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'SEARCH_METHODS', 'find_images', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search',
@@ -43,27 +44,35 @@ def gallery_images(source:str|Path|dict='') -> dict:
 # %% ../nbs/10_search.ipynb #bfe7bff7
 @dataclass(eq=False)
 class Gallery:
-    "Images to search and their raw CLIP features `[n, d]`."
+    "Images to search and a view of their raw CLIP features in the feature store."
     bb: Backbone
     images: dict # image id -> file (or an object with `load()` and `key`)
     ids: list[str]
-    features: torch.Tensor # [n, d] raw image embeddings, float32 on CPU
+    view: StoreView # the rows of `ids` in the store, in that order
     skipped: list[str] = field(default_factory=list) # ids left out as unreadable
+    reasons: dict[str, str] = field(default_factory=dict) # skipped id -> why
 
-    def __post_init__(self):
-        self.pos = {i: n for n, i in enumerate(self.ids)}
-        self.normed = F.normalize(self.features.float(), dim=-1)  # computed once; every query reuses it
+    def __post_init__(self): self.pos = {i: n for n, i in enumerate(self.ids)}
 
     @classmethod
     def build(cls, bb:Backbone, source:str|Path|dict='', # see `gallery_images`
               max_images:int|None=None, # keep the first n images (0/None: all)
-              progress:bool=False):
-        "Encode (or read from the cache) the features of `source`'s images."
+              progress:bool=False, store:FeatureStore|None=None, # default: `open_store(bb)`
+              batch_size:int=64):
+        "Encode the images of `source` that the store lacks, and view them all."
         images = gallery_images(source)
         if max_images: images = dict(list(images.items())[:max_images])
-        ids, feats, bad = image_features(bb, images, skip_bad=True, progress=progress)
-        return cls(bb, {i: images[i] for i in ids}, ids, feats, bad)
+        store = store or open_store(bb)
+        store.encode(bb, images, batch_size, progress=progress)
+        keys = {i: image_key(s) for i, s in images.items()}
+        why = {i: store.failed[k] for i, k in keys.items() if k in store.failed}
+        ids = [i for i in images if i not in why]
+        return cls(bb, {i: images[i] for i in ids}, ids, StoreView(store, [keys[i] for i in ids]), list(why), why)
 
+    @property
+    def features(self) -> torch.Tensor:
+        "Raw features `[n, d]` float32 of all images: a copy, for small galleries (search reads the store in place)."
+        return torch.from_numpy(self.view.vectors(range(len(self))))
     def __len__(self): return len(self.ids)
     def __contains__(self, i): return isinstance(i, str) and i in self.pos
     def image(self, i:str) -> Image.Image: return load_image(self.images[i])
@@ -72,11 +81,11 @@ class Gallery:
 # %% ../nbs/10_search.ipynb #79fbefaa
 @torch.inference_mode()
 def reference_features(gallery:Gallery, reference) -> torch.Tensor:
-    "Raw features `[1, d]` of a gallery id, an image file or a PIL image."
-    if reference in gallery: return gallery.features[[gallery.pos[reference]]]
+    "Raw features `[1, d]` of a gallery id, an image file or a PIL image (fp16 precision, as stored)."
+    if reference in gallery: return torch.from_numpy(gallery.view.vectors([gallery.pos[reference]]))
     if isinstance(reference, (str, Path)) and not Path(reference).is_file():
         raise FileNotFoundError(f"reference {reference!r} is neither a gallery image id nor an image file")
-    return encode_images(gallery.bb, [reference], progress=False)
+    return encode_images(gallery.bb, [reference], progress=False).half().float()
 
 # %% ../nbs/10_search.ipynb #3b0e730b
 SEARCH_METHODS = ('lincir', 'image', 'text', 'sum')
@@ -103,10 +112,12 @@ def search(gallery:Gallery,
     if method != 'image' and not caption.strip(): raise ValueError(f"method {method!r} needs a modification text")
     q = Query('query', reference if reference in gallery else 'new image', [caption.strip()])
     qf = query_features(gallery.bb, method, [q], reference_features(gallery, reference), phi, templates, l2_normalize)
-    ex = [[gallery.pos[reference]]] if exclude_reference and reference in gallery else None
-    top = rank(qf, gallery.normed, k, ex)[0]
-    scores = (qf @ gallery.normed[top].T)[0].tolist()
-    return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
+    ex = {gallery.pos[reference]} if exclude_reference and reference in gallery else set()
+    while True:  # a file deleted since the gallery was built is left out
+        (top,), (scores,) = gallery.view.topk(qf, k, [ex])
+        gone = {j for j in top if _is_path(gallery.images[gallery.ids[j]]) and not Path(gallery.images[gallery.ids[j]]).exists()}
+        if not gone: return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
+        ex |= gone
 
 # %% ../nbs/10_search.ipynb #746dbf02
 def load_search_phi(path, # a training run folder (best/ preferred) or a phi .safetensors file
