@@ -4,20 +4,21 @@
 
 # %% ../nbs/10_search.ipynb #a4f1e2ed
 from __future__ import annotations
-from dataclasses import dataclass, field
+import argparse, builtins, json, os, sys, time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from .backbone import Backbone, encode_images
+from .backbone import Backbone, encode_images, load_backbone
 from .retrieval import DEFAULT_TEMPLATE, Query, _is_path, image_key, load_image, query_features
-from .store import FeatureStore, StoreView, open_store
+from .store import _FILE_KEY, FeatureStore, StoreView, _dist, open_store
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'SEARCH_METHODS', 'find_images', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search',
-           'load_search_phi']
+           'load_search_phi', 'folder_changes', 'index_folder', 'grid', 'main']
 
 # %% ../nbs/10_search.ipynb #b5fadaa4
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
@@ -106,6 +107,7 @@ def search(gallery:Gallery,
            templates=(DEFAULT_TEMPLATE,),
            l2_normalize:bool=False, # Phi trained on normalised embeddings
            exclude_reference:bool=True, # leave the reference out when it is a gallery image
+           ann:bool=False, # approximate search through a faiss index (`lincir.store.ann_index`), for very large galleries
           ) -> list[Hit]:
     "The top `k` gallery images for `reference` modified by `caption`, best first."
     if method not in SEARCH_METHODS: raise ValueError(f"unknown method {method!r}; choose one of {SEARCH_METHODS}")
@@ -114,7 +116,7 @@ def search(gallery:Gallery,
     qf = query_features(gallery.bb, method, [q], reference_features(gallery, reference), phi, templates, l2_normalize)
     ex = {gallery.pos[reference]} if exclude_reference and reference in gallery else set()
     while True:  # a file deleted since the gallery was built is left out
-        (top,), (scores,) = gallery.view.topk(qf, k, [ex])
+        (top,), (scores,) = (gallery.view.ann_topk if ann else gallery.view.topk)(qf, k, [ex])
         gone = {j for j in top if _is_path(gallery.images[gallery.ids[j]]) and not Path(gallery.images[gallery.ids[j]]).exists()}
         if not gone: return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
         ex |= gone
@@ -130,3 +132,97 @@ def load_search_phi(path, # a training run folder (best/ preferred) or a phi .sa
         return load_phi(weights, bb), l2, f"LinCIR uses the Phi in {weights}"
     except (FileNotFoundError, PhiMismatchError) as e:
         return None, False, f"LinCIR is not available: {e}"
+
+# %% ../nbs/10_search.ipynb #0eac9a9b
+def folder_changes(store:FeatureStore, images:dict, # id -> file, as `find_images` gives
+                   root) -> dict[str, list[str]]:
+    "The ids of new and changed files, and the files under `root` the store holds that are gone (`removed`)."
+    held = {}  # resolved path -> keys the store holds for it
+    for k in [*store.rows, *store.failed]:
+        m = _FILE_KEY.match(k)
+        if m and not m[4]: held.setdefault(m[1], []).append(k)
+    keys = {i: image_key(p) for i, p in images.items()}
+    path = {i: k.rsplit(':', 2)[0] for i, k in keys.items()}
+    out = {'new': [i for i in images if keys[i] not in store and path[i] not in held],
+           'changed': [i for i in images if keys[i] not in store and path[i] in held]}
+    prefix, now = str(Path(root).expanduser().resolve()) + os.sep, set(path.values())
+    out['removed'] = sorted(p for p in held if p.startswith(prefix) and p not in now)
+    return out
+
+def index_folder(bb:Backbone, folder, batch_size:int=64, progress:bool=True) -> dict:
+    "Bring the index of `folder` up to date; counts of new, changed, removed files, and the unreadable ones with why."
+    t0, store, images = time.perf_counter(), open_store(bb), find_images(folder)
+    changes = folder_changes(store, images, folder)
+    done = store.encode(bb, images, batch_size, progress=progress)
+    rank, world = _dist()
+    if (changes['changed'] or changes['removed']) and rank == 0: store.compact()
+    if world > 1: torch.distributed.barrier(); store.reload()
+    keys = {i: image_key(p) for i, p in images.items()}
+    return dict(folder=str(folder), images=len(images), new=len(changes['new']), changed=len(changes['changed']),
+                removed=len(changes['removed']), encoded=done['encoded'], seconds=round(time.perf_counter() - t0, 2),
+                unreadable={i: store.failed[k] for i, k in keys.items() if k in store.failed}, store=str(store.path))
+
+# %% ../nbs/10_search.ipynb #d131374b
+def grid(gallery:Gallery, reference, hits:list[Hit], path, side:int=160, columns:int=6) -> Path:
+    "Save a picture of the reference and its hits, with their scores, to `path`."
+    ref = reference if isinstance(reference, Image.Image) else gallery.image(reference) if reference in gallery else load_image(reference)
+    tiles = [(ref, 'reference')] + [(gallery.image(h.id), f'{n}. {h.score:.3f}') for n, h in enumerate(hits, 1)]
+    rows = -(-len(tiles) // columns)
+    out = Image.new('RGB', (columns * side, rows * (side + 16)), 'white')
+    draw = ImageDraw.Draw(out)
+    for n, (im, label) in enumerate(tiles):
+        im = im.copy(); im.thumbnail((side, side))
+        x, y = n % columns * side, n // columns * (side + 16)
+        out.paste(im, (x + (side - im.width) // 2, y + (side - im.height) // 2)); draw.text((x + 4, y + side + 2), label, fill='black')
+    Path(path).parent.mkdir(parents=True, exist_ok=True); out.save(path)
+    return Path(path)
+
+# %% ../nbs/10_search.ipynb #ed2bbd13
+def _setup(args) -> Backbone:
+    "The backbone on this process's device; under torchrun, the process group first."
+    device = args.device
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+        if device.startswith('cuda'): device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    return load_backbone(args.backbone, None if args.pretrained in ('', 'none') else args.pretrained, device=device)
+
+def _query(args, bb:Backbone):
+    gal = Gallery.build(bb, args.folder, progress=not args.json, batch_size=args.batch_size)
+    ref = os.path.relpath(Path(args.reference).resolve(), Path(args.folder).resolve()) if Path(args.reference).is_file() else args.reference
+    ref = Path(ref).as_posix() if Path(ref).as_posix() in gal else args.reference
+    phi, l2, note = load_search_phi(args.phi, bb) if args.phi else (None, False, 'no --phi given: LinCIR is not available')
+    method = args.method or ('lincir' if phi is not None else 'sum')
+    if method == 'lincir' and phi is None: raise SystemExit(f"--method lincir needs a trained Phi: {note}")
+    hits = search(gal, ref, args.caption, method, phi, args.k, l2_normalize=l2, ann=args.ann)
+    if args.grid: grid(gal, ref, hits, args.grid)
+    if args.json:
+        print(json.dumps(dict(folder=args.folder, reference=str(ref), caption=args.caption, method=method, phi=note,
+                              hits=[dict(rank=n, id=h.id, path=str(gal.images[h.id]), score=round(h.score, 6)) for n, h in enumerate(hits, 1)]), indent=1))
+    else:
+        print(f"{method} over {len(gal)} images ({note})", file=sys.stderr)
+        for n, h in enumerate(hits, 1): print(f"{n:3d}  {h.score:.4f}  {h.id}")
+
+def main(argv=None):
+    "python -m lincir.search index FOLDER | query FOLDER --reference IMG --caption TEXT"
+    ap = argparse.ArgumentParser(prog='python -m lincir.search', description='Index an image folder and search it with composed queries.')
+    sub = ap.add_subparsers(dest='command', required=True)
+    for name in ('index', 'query'):
+        p = sub.add_parser(name)
+        p.add_argument('folder'); p.add_argument('--backbone', default='shapes-clip'); p.add_argument('--pretrained', default='sandbox')
+        p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu'); p.add_argument('--batch-size', type=int, default=64)
+    q = sub.choices['query']
+    q.add_argument('--reference', required=True, help='an image of the folder (id or path) or any image file')
+    q.add_argument('--caption', default='', help='how the wanted image differs from the reference')
+    q.add_argument('--phi', default='', help='training run folder or phi .safetensors'); q.add_argument('--method', choices=SEARCH_METHODS)
+    q.add_argument('-k', type=int, default=20); q.add_argument('--json', action='store_true'); q.add_argument('--grid', default='')
+    q.add_argument('--ann', action='store_true', help='approximate search (faiss), for very large folders')
+    args = ap.parse_args(argv)
+    bb = _setup(args)
+    if args.command == 'query': return _query(args, bb)
+    r = index_folder(bb, args.folder, args.batch_size)
+    if _dist()[0] == 0:
+        print(f"{r['folder']}: {r['images']} images; {r['new']} new, {r['changed']} changed, {r['removed']} removed, "
+              f"{len(r['unreadable'])} unreadable; {r['encoded']} encoded in {r['seconds']} s\nindex: {r['store']}")
+        for i, why in r['unreadable'].items(): print(f"  unreadable {i}: {why}")
+
+if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()

@@ -1,0 +1,86 @@
+"""Search over a feature store of synthetic CLIP-sized vectors: exact (memory-mapped, chunked) vs approximate (faiss).
+
+Data: unit vectors of CLIP ViT-L/14's size (d=768) drawn around n/1000 random cluster centres (cosine to the centre
+about 0.7), as real image embeddings cluster by content; queries are gallery vectors plus noise (cosine about 0.9 to
+their source), as a composed query lands near some images. Written as fp16 shards with `FeatureStore.add`, searched
+with `StoreView.topk` (exact) and `StoreView.ann_topk` (faiss index chosen by `ann_kind`). Reported per size: build
+time, resident memory the search adds (RSS, which counts the memory-mapped pages it touched), query latency for one
+query at a time (median over the queries after one warm-up), and the approximate recall@10 against exact.
+Usage: nice -n 10 python benchmarks/search.py [--sizes 10000 100000 1000000] [--queries 30] [--work /tmp/lincir-search]
+"""
+import argparse, json, os, shutil, time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lincir.store import FeatureStore, StoreView, ann_index, ann_kind
+
+
+def rss_mb() -> float:
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def synthetic_store(path, n, d, seed=0, chunk=65536) -> FeatureStore:
+    "A store of `n` clustered unit vectors in shards of `chunk` rows (as `compact` leaves a store)."
+    shutil.rmtree(path, ignore_errors=True)
+    st, rng = FeatureStore(path, d), np.random.default_rng(seed)
+    centres = rng.standard_normal((max(10, n // 1000), d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    for a in range(0, n, chunk):
+        m = min(chunk, n - a)
+        x = centres[rng.integers(0, len(centres), m)] + rng.standard_normal((m, d), dtype=np.float32) / np.sqrt(d)
+        st.add([f'img{i}' for i in range(a, a + m)], x / np.linalg.norm(x, axis=1, keepdims=True), tag='bench')
+    return st
+
+
+def timed(f, qs):
+    f(qs[:1])  # warm-up: pages in, index loaded
+    ts, out = [], []
+    for i in range(len(qs)):
+        t = time.perf_counter(); out.append(f(qs[i:i+1])[0][0]); ts.append(time.perf_counter() - t)
+    return out, 1000 * float(np.median(ts)), 1000 * float(np.min(ts))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--sizes', type=int, nargs='+', default=[10_000, 100_000, 1_000_000])
+    ap.add_argument('--dim', type=int, default=768); ap.add_argument('--queries', type=int, default=30)
+    ap.add_argument('--k', type=int, default=10); ap.add_argument('--work', default='/tmp/lincir-search-bench')
+    ap.add_argument('--out', default='benchmarks/results/search.json')
+    args = ap.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    results = []
+    for n in args.sizes:
+        t = time.perf_counter(); st = synthetic_store(Path(args.work)/f'n{n}', n, args.dim); write_s = time.perf_counter() - t
+        st = FeatureStore(st.path, args.dim)  # read back: memory-mapped
+        view = StoreView(st, [f'img{i}' for i in range(n)])
+        rng = np.random.default_rng(1)
+        src = view.vectors(rng.choice(n, args.queries, replace=False))
+        qs = torch.from_numpy(src + rng.standard_normal(src.shape, dtype=np.float32) * 0.5 / np.sqrt(args.dim))
+        fp16_mb = n * args.dim * 2 / 2**20
+        m0 = rss_mb()
+        exact, exact_ms, exact_min = timed(lambda q: view.topk(q, args.k), qs)
+        exact_mem = rss_mb() - m0
+        kind = ann_kind(n)
+        m0 = rss_mb(); t = time.perf_counter(); index = ann_index(view, kind); build_s = time.perf_counter() - t
+        ann_mem = rss_mb() - m0
+        approx, ann_ms, ann_min = timed(lambda q: view.ann_topk(q, args.k, index=index), qs)
+        recall = float(np.mean([len(set(a) & set(e)) / args.k for a, e in zip(approx, exact)]))
+        r = dict(n=n, d=args.dim, fp16_mb=round(fp16_mb, 1), shards=len(st.shards), write_s=round(write_s, 1),
+                 exact_ms_median=round(exact_ms, 1), exact_ms_min=round(exact_min, 1), exact_rss_mb=round(exact_mem, 1),
+                 ann=kind, ann_params=(f'nlist={index.nlist}, nprobe={index.nprobe}' if hasattr(index, 'nprobe') else 'M=32, efConstruction=40, efSearch=128'),
+                 ann_build_s=round(build_s, 1), ann_rss_mb=round(ann_mem, 1), ann_ms_median=round(ann_ms, 2),
+                 ann_ms_min=round(ann_min, 2), recall_at_10=round(recall, 3))
+        print(json.dumps(r), flush=True)
+        results.append(r)
+        del view, st, index
+        shutil.rmtree(Path(args.work)/f'n{n}', ignore_errors=True)
+    out = dict(machine=f'{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, shared with other jobs',
+               queries=args.queries, k=args.k, results=results)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f'wrote {args.out}')
+
+
+if __name__ == '__main__': main()
