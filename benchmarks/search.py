@@ -42,13 +42,26 @@ def timed(f, qs):
     return out, 1000 * float(np.median(ts)), 1000 * float(np.min(ts))
 
 
+def table(out) -> str:
+    "The README's table of a results file."
+    rows = ['| images (d=768) | fp16 size | exact: ms/query | exact: added RSS | ANN index | ANN build | ANN: added RSS | ANN: ms/query | recall@10 |',
+            '|---:|---:|---:|---:|---|---:|---:|---:|---:|']
+    for r in out['results']:
+        rows.append(f"| {r['n']:,} | {r['fp16_mb']:,.0f} MB | {r['exact_ms_median']:.0f} (min {r['exact_ms_min']:.0f}) | {r['exact_rss_mb']:,.0f} MB "
+                    f"| {r['ann']} ({r['ann_params']}) | {r['ann_build_s']:.0f} s | {r['ann_rss_mb']:,.0f} MB "
+                    f"| {r['ann_ms_median']:.1f} (min {r['ann_ms_min']:.1f}) | {r['recall_at_10']:.3f} |")
+    return '\n'.join(rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--sizes', type=int, nargs='+', default=[10_000, 100_000, 1_000_000])
     ap.add_argument('--dim', type=int, default=768); ap.add_argument('--queries', type=int, default=30)
     ap.add_argument('--k', type=int, default=10); ap.add_argument('--work', default='/tmp/lincir-search-bench')
     ap.add_argument('--out', default='benchmarks/results/search.json')
+    ap.add_argument('--table', default='', help='only print the README table of this results file')
     args = ap.parse_args()
+    if args.table: return print(table(json.loads(Path(args.table).read_text())))
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     results = []
     for n in args.sizes:
@@ -80,7 +93,7 @@ def main():
                queries=args.queries, k=args.k, results=results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f'wrote {args.out}')
+    print(f'wrote {args.out}'); print(table(out))
 
 
 if __name__ == '__main__': main()
