@@ -251,7 +251,7 @@ def _topk(self:StoreView, q:torch.Tensor, # [nq, d] query features (normalised h
 
 StoreView.topk = _topk
 
-# %% ../nbs/07a_store.ipynb #e1b1b60e
+# %% ../nbs/07a_store.ipynb #8f923b63
 def _content_hash(view:StoreView) -> str:
     h = hashlib.sha1('\n'.join(s.name for s in view.store.shards).encode())
     h.update('\n'.join(view.keys).encode())
@@ -294,7 +294,9 @@ def _ann_topk(self:StoreView, q:torch.Tensor, k:int, exclude:list|None=None, ind
              ) -> tuple[list[list[int]], list[list[float]]]:
     "Like `topk`, through `ann_index`: the index proposes `candidates * k` rows, scored exactly."
     import faiss
-    index = index or ann_index(self)
+    if index is None:  # built or read once per view
+        if getattr(self, '_ann', None) is None: self._ann = ann_index(self)
+        index = self._ann
     q = F.normalize(q.float().cpu(), dim=-1)
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if hasattr(inner, 'hnsw'): inner.hnsw.efSearch = max(ef, candidates * k)
