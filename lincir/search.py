@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .backbone import Backbone, encode_images
+from .backbone import Backbone, encode_images, encode_text
 from .retrieval import DEFAULT_TEMPLATE, Query, image_features, load_image, query_features, rank
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'SEARCH_METHODS', 'find_images', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search',
-           'load_search_phi']
+           'find_by_text', 'load_search_phi']
 
 # %% ../nbs/10_search.ipynb #b5fadaa4
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
@@ -107,6 +107,18 @@ def search(gallery:Gallery,
     top = rank(qf, gallery.normed, k, ex)[0]
     scores = (qf @ gallery.normed[top].T)[0].tolist()
     return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
+
+# %% ../nbs/10_search.ipynb #c1a7e5d1
+@torch.inference_mode()
+def find_by_text(gallery:Gallery,
+                 text:str, # a description of the images wanted, e.g. "a red circle"
+                 k:int=10) -> list[Hit]:
+    "The top `k` gallery images for a description alone (CLIP text-to-image search), best first."
+    if not text.strip(): raise ValueError("describe the image to find: the text is empty")
+    bb = gallery.bb
+    q = F.normalize(encode_text(bb, bb.tokenize([text.strip()]).to(bb.device)).float().cpu(), dim=-1)
+    top = rank(q, gallery.normed, k)[0]
+    return [Hit(gallery.ids[j], s) for j, s in zip(top, (q @ gallery.normed[top].T)[0].tolist())]
 
 # %% ../nbs/10_search.ipynb #746dbf02
 def load_search_phi(path, # a training run folder (best/ preferred) or a phi .safetensors file
