@@ -28,6 +28,8 @@ run: venv
 test: venv
 	PATH=$(abspath $(BIN)):$$PATH bash tests/run_all.sh
 
-# JupyterLab refuses to start as root (every Docker container) without --allow-root.
+# JupyterLab refuses to start as root (every Docker container) without --allow-root. .jupyter/ holds the
+# repository's Jupyter config: notebooks are cleaned with nbdev_clean when saved (see README, Demo).
 demo: venv
-	$(BIN)/jupyter lab nbs/demo.ipynb $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+	JUPYTER_CONFIG_PATH=$(abspath .jupyter)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH} \
+	  $(BIN)/jupyter lab nbs/demo.ipynb $$([ "$$(id -u)" = 0 ] && echo --allow-root)
