@@ -150,7 +150,8 @@ def test_demo_in_browser(browser_ok, lab, tmp_path):
         page.set_default_timeout(60_000)
         page.goto(f"{lab['url']}/lab/tree/nbs/demo.ipynb?token={TOKEN}")
         page.locator('.jp-Notebook').wait_for()
-        page.wait_for_timeout(3000)  # the kernel starts
+        page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=120_000)  # the kernel is up
+        page.wait_for_timeout(1000)
         page.screenshot(path=shots/'0-opened.png')
 
         # Run > Run All Cells, as a person does
