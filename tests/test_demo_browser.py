@@ -16,6 +16,9 @@ CHROMIUM = Path(os.environ.get('LINCIR_CHROMIUM', '/usr/bin/chromium'))
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic']
 TOKEN = 'lincir-demo-test'
+# The cache the session started with: read at collection, before any test fixture may have redirected it (the
+# demo's kernel must find the sandbox gallery's features that nbdev_test already computed, not encode them again).
+SESSION_CACHE = os.environ.get('LINCIR_CACHE')
 
 
 def need_browser():
@@ -64,6 +67,8 @@ def lab(tmp_path_factory):
                JUPYTER_CONFIG_PATH=str(ROOT/'.jupyter'), JUPYTERLAB_SETTINGS_DIR=str(private/'settings'),
                JUPYTERLAB_WORKSPACES_DIR=str(private/'workspaces'), JUPYTER_RUNTIME_DIR=str(private/'runtime'),
                HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1')
+    env.pop('LINCIR_CACHE', None)
+    if SESSION_CACHE: env['LINCIR_CACHE'] = SESSION_CACHE
     cmd = [sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--ip=127.0.0.1', f'--port={port}',
            f'--IdentityProvider.token={TOKEN}', f'--ServerApp.root_dir={root}']
     if os.getuid() == 0: cmd.append('--allow-root')  # what `make demo` adds for root
@@ -140,7 +145,6 @@ def browser_ok(): need_browser()
 
 def test_demo_in_browser(browser_ok, lab, tmp_path):
     from playwright.sync_api import sync_playwright
-    from PIL import Image, ImageDraw
     shots = tmp_path/'screens'; shots.mkdir()
     times = []
     with sync_playwright() as p:
@@ -148,96 +152,104 @@ def test_demo_in_browser(browser_ok, lab, tmp_path):
                                                    headless=True, args=CHROMIUM_ARGS, viewport={'width': 1400, 'height': 1000})
         page = ctx.new_page()
         page.set_default_timeout(60_000)
-        page.goto(f"{lab['url']}/lab/tree/nbs/demo.ipynb?token={TOKEN}")
-        page.locator('.jp-Notebook').wait_for()
-        page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=120_000)  # the kernel is up
-        page.wait_for_timeout(1000)
-        page.screenshot(path=shots/'0-opened.png')
-
-        # Run > Run All Cells, as a person does
-        page.locator('.lm-MenuBar-itemLabel', has_text=re.compile(r'^Run$')).click()
-        page.locator('.lm-Menu-itemLabel', has_text=re.compile(r'^Run All Cells$')).click()
-        status = page.locator('.lincir-status')
-        status.wait_for(timeout=300_000)
-        page.wait_for_function("() => /images in \\d+ ms/.test(document.querySelector('.lincir-status')?.innerText || '')",
-                               timeout=300_000)
-        errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]', has_text='Error')
-        assert errors.count() == 0, errors.first.inner_text()
-        body = page.locator('.jp-Notebook').inner_text()
-        assert 'HBox(children=' not in body and 'VBox(children=' not in body, "widgets did not render"
-        demo = page.locator('.lincir-demo')
-        assert demo.count() == 1 and demo.inner_text().startswith('How to use:')  # the hidden copy is never shown
-        demo.scroll_into_view_if_needed()
-        page.screenshot(path=shots/'1-run-all.png')
-
-        # the first view: the example query (sandbox: ShapesCIR's first val query) with its results
-        assert page.locator('.lincir-modification input').input_value() == 'is black'
-        first = results_text(page)
-        assert len(page.locator('.lincir-results img').all()) == 8 and 'ground truth in the top 8' in status.inner_text()
-        times.append(query_ms(page))
-        pv = page.locator('.lincir-preview')
-        assert pv.evaluate("e => getComputedStyle(e).objectFit") == 'contain'
-        box = pv.bounding_box(); assert (round(box['width']), round(box['height'])) == (160, 160), box
-
-        # another reference from the thumbnail strip
-        strip = page.locator('.lincir-strip button')
-        assert strip.count() == 24
-        strip.nth(5).click()
-        now = wait_change(page, first, 'picking a thumbnail'); times.append(query_ms(page))
-        assert 'no ground truth known' in status.inner_text()
-        page.screenshot(path=shots/'2-thumbnail.png')
-
-        # a modification: typing marks the results stale, Enter searches
-        box_ = page.locator('.lincir-modification input')
-        box_.fill('is green')
-        page.wait_for_function("() => /previous query/.test(document.querySelector('.lincir-status').innerText)")
-        assert results_text(page) == now
-        page.screenshot(path=shots/'3-stale.png')
-        box_.press('Enter')
-        now = wait_change(page, now, 'Enter in the modification'); times.append(query_ms(page))
-
-        # another method, then the search button after another modification
-        page.locator('.lincir-method button', has_text=re.compile(r'^\s*sum\s*$')).click()
-        now = wait_change(page, now, 'switching the method to sum'); times.append(query_ms(page))
-        box_.fill('is large')
-        page.locator('.lincir-go').click()
-        now = wait_change(page, now, 'the search button'); times.append(query_ms(page))
-
-        # find a reference by describing it; next; random
-        find = page.locator('.lincir-find input')
-        find.fill('a red circle'); find.press('Enter')
-        now = wait_change(page, now, 'finding a reference by description'); times.append(query_ms(page))
-        assert 'best matches for' in page.locator('.lincir-strip-label').inner_text()
-        page.screenshot(path=shots/'4-described.png')
-        page.locator('.lincir-next').click()
-        now = wait_change(page, now, 'next'); times.append(query_ms(page))
-        page.locator('.lincir-random').click()
-        now = wait_change(page, now, 'random'); times.append(query_ms(page))
-
-        # upload a 320x200 picture: it is the reference, undistorted
-        pic = tmp_path/'circle.png'
-        im = Image.new('RGB', (320, 200), (128, 128, 128))
-        ImageDraw.Draw(im).ellipse((110, 50, 210, 150), fill=(220, 30, 30)); im.save(pic)
-        with page.expect_file_chooser() as chooser: page.locator('.lincir-upload').click()
-        chooser.value.set_files(str(pic))
-        now = wait_change(page, now, 'uploading an image'); times.append(query_ms(page))
-        assert 'uploaded circle.png (320x200)' in page.locator('.lincir-demo').inner_text()
-        natural = pv.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-        assert natural[0] * 200 == natural[1] * 320, natural  # the preview keeps the aspect ratio (object-fit: contain)
-        demo.scroll_into_view_if_needed()
-        page.screenshot(path=shots/'5-uploaded.png')
-
-        # save from the browser (Ctrl+S): the notebook on disk has the outputs and stays nbdev-clean
-        mtime = lab['notebook'].stat().st_mtime
-        page.locator('.jp-Notebook').click(position={'x': 5, 'y': 5}); page.keyboard.press('Escape')
-        page.keyboard.press('Control+s')
-        for _ in range(120):
-            if lab['notebook'].stat().st_mtime != mtime: break
-            page.wait_for_timeout(250)
-        else: raise AssertionError("Ctrl+S did not save the notebook")
-        page.wait_for_timeout(1000)
-        saved = json.loads(lab['notebook'].read_text())
-        assert any(c.get('outputs') for c in saved['cells'])
-        assert is_nbdev_clean(lab['notebook']), "the notebook saved from JupyterLab is not nbdev-clean"
-        ctx.close()
+        try: use_the_demo(page, lab, shots, tmp_path, times)
+        except Exception:
+            page.screenshot(path=shots/'failure.png'); raise
+        finally: ctx.close()
     print(f"query times shown (ms): {times}")
+
+
+def use_the_demo(page, lab, shots, tmp_path, times):
+    "Everything a person does, in order; screenshots along the way."
+    from PIL import Image, ImageDraw
+    page.goto(f"{lab['url']}/lab/tree/nbs/demo.ipynb?token={TOKEN}")
+    page.locator('.jp-Notebook').wait_for()
+    page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=120_000)  # the kernel is up
+    page.wait_for_timeout(1000)
+    page.screenshot(path=shots/'0-opened.png')
+
+    # Run > Run All Cells, as a person does
+    page.locator('.lm-MenuBar-itemLabel', has_text=re.compile(r'^Run$')).click()
+    page.locator('.lm-Menu-itemLabel', has_text=re.compile(r'^Run All Cells$')).click()
+    status = page.locator('.lincir-status')
+    status.wait_for(timeout=600_000)
+    page.wait_for_function("() => /images in \\d+ ms/.test(document.querySelector('.lincir-status')?.innerText || '')",
+                           timeout=600_000)
+    errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]', has_text='Error')
+    assert errors.count() == 0, errors.first.inner_text()
+    body = page.locator('.jp-Notebook').inner_text()
+    assert 'HBox(children=' not in body and 'VBox(children=' not in body, "widgets did not render"
+    demo = page.locator('.lincir-demo')
+    assert demo.count() == 1 and demo.inner_text().startswith('How to use:')  # the hidden copy is never shown
+    demo.scroll_into_view_if_needed()
+    page.screenshot(path=shots/'1-run-all.png')
+
+    # the first view: the example query (sandbox: ShapesCIR's first val query) with its results
+    assert page.locator('.lincir-modification input').input_value() == 'is black'
+    first = results_text(page)
+    assert len(page.locator('.lincir-results img').all()) == 8 and 'ground truth in the top 8' in status.inner_text()
+    times.append(query_ms(page))
+    pv = page.locator('.lincir-preview')
+    assert pv.evaluate("e => getComputedStyle(e).objectFit") == 'contain'
+    box = pv.bounding_box(); assert (round(box['width']), round(box['height'])) == (160, 160), box
+
+    # another reference from the thumbnail strip
+    strip = page.locator('.lincir-strip button')
+    assert strip.count() == 24
+    strip.nth(5).click()
+    now = wait_change(page, first, 'picking a thumbnail'); times.append(query_ms(page))
+    assert 'no ground truth known' in status.inner_text()
+    page.screenshot(path=shots/'2-thumbnail.png')
+
+    # a modification: typing marks the results stale, Enter searches
+    box_ = page.locator('.lincir-modification input')
+    box_.fill('is green')
+    page.wait_for_function("() => /previous query/.test(document.querySelector('.lincir-status').innerText)")
+    assert results_text(page) == now
+    page.screenshot(path=shots/'3-stale.png')
+    box_.press('Enter')
+    now = wait_change(page, now, 'Enter in the modification'); times.append(query_ms(page))
+
+    # another method, then the search button after another modification
+    page.locator('.lincir-method button', has_text=re.compile(r'^\s*sum\s*$')).click()
+    now = wait_change(page, now, 'switching the method to sum'); times.append(query_ms(page))
+    box_.fill('is large')
+    page.locator('.lincir-go').click()
+    now = wait_change(page, now, 'the search button'); times.append(query_ms(page))
+
+    # find a reference by describing it; next; random
+    find = page.locator('.lincir-find input')
+    find.fill('a red circle'); find.press('Enter')
+    now = wait_change(page, now, 'finding a reference by description'); times.append(query_ms(page))
+    assert 'best matches for' in page.locator('.lincir-strip-label').inner_text()
+    page.screenshot(path=shots/'4-described.png')
+    page.locator('.lincir-next').click()
+    now = wait_change(page, now, 'next'); times.append(query_ms(page))
+    page.locator('.lincir-random').click()
+    now = wait_change(page, now, 'random'); times.append(query_ms(page))
+
+    # upload a 320x200 picture: it is the reference, undistorted
+    pic = tmp_path/'circle.png'
+    im = Image.new('RGB', (320, 200), (128, 128, 128))
+    ImageDraw.Draw(im).ellipse((110, 50, 210, 150), fill=(220, 30, 30)); im.save(pic)
+    with page.expect_file_chooser() as chooser: page.locator('.lincir-upload').click()
+    chooser.value.set_files(str(pic))
+    now = wait_change(page, now, 'uploading an image'); times.append(query_ms(page))
+    assert 'uploaded circle.png (320x200)' in page.locator('.lincir-demo').inner_text()
+    natural = pv.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    assert natural[0] * 200 == natural[1] * 320, natural  # the preview keeps the aspect ratio (object-fit: contain)
+    demo.scroll_into_view_if_needed()
+    page.screenshot(path=shots/'5-uploaded.png')
+
+    # save from the browser (Ctrl+S): the notebook on disk has the outputs and stays nbdev-clean
+    mtime = lab['notebook'].stat().st_mtime
+    page.locator('.jp-Notebook').click(position={'x': 5, 'y': 5}); page.keyboard.press('Escape')
+    page.keyboard.press('Control+s')
+    for _ in range(120):
+        if lab['notebook'].stat().st_mtime != mtime: break
+        page.wait_for_timeout(250)
+    else: raise AssertionError("Ctrl+S did not save the notebook")
+    page.wait_for_timeout(1000)
+    saved = json.loads(lab['notebook'].read_text())
+    assert any(c.get('outputs') for c in saved['cells'])
+    assert is_nbdev_clean(lab['notebook']), "the notebook saved from JupyterLab is not nbdev-clean"
