@@ -1,5 +1,5 @@
-# Two commands: `make run` (train LinCIR in the sandbox, then evaluate) and `make test` (whole suite).
-# Both create .venv on first use.
+# Two commands: `make run` (train LinCIR in the sandbox, then evaluate) and `make test` (whole suite);
+# `make demo` opens the search demo in JupyterLab. All create .venv on first use.
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 RUN ?= runs/main
 
-.PHONY: run test venv clean-cache
+.PHONY: run test demo venv clean-cache
 
 venv: $(BIN)/.installed
 
@@ -27,3 +27,9 @@ run: venv
 
 test: venv
 	PATH=$(abspath $(BIN)):$$PATH bash tests/run_all.sh
+
+# JupyterLab refuses to start as root (every Docker container) without --allow-root. .jupyter/ holds the
+# repository's Jupyter config: notebooks are cleaned with nbdev_clean when saved (see README, Demo).
+demo: venv
+	JUPYTER_CONFIG_PATH=$(abspath .jupyter)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH} \
+	  $(BIN)/jupyter lab nbs/demo.ipynb $$([ "$$(id -u)" = 0 ] && echo --allow-root)

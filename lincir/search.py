@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .backbone import Backbone, encode_images, load_backbone
+from .backbone import Backbone, encode_images, encode_text, load_backbone
 from .retrieval import DEFAULT_TEMPLATE, Query, _is_path, image_key, load_image, query_features
 from .store import _FILE_KEY, FeatureStore, StoreView, _dist, open_store
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'SEARCH_METHODS', 'find_images', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search',
-           'load_search_phi', 'folder_changes', 'index_folder', 'grid', 'main']
+           'find_by_text', 'load_search_phi', 'folder_changes', 'index_folder', 'grid', 'main']
 
 # %% ../nbs/10_search.ipynb #b5fadaa4
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
@@ -120,6 +120,18 @@ def search(gallery:Gallery,
         gone = {j for j in top if _is_path(gallery.images[gallery.ids[j]]) and not Path(gallery.images[gallery.ids[j]]).exists()}
         if not gone: return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
         ex |= gone
+
+# %% ../nbs/10_search.ipynb #c1a7e5d1
+@torch.inference_mode()
+def find_by_text(gallery:Gallery,
+                 text:str, # a description of the images wanted, e.g. "a red circle"
+                 k:int=10) -> list[Hit]:
+    "The top `k` gallery images for a description alone (CLIP text-to-image search), best first."
+    if not text.strip(): raise ValueError("describe the image to find: the text is empty")
+    bb = gallery.bb
+    q = F.normalize(encode_text(bb, bb.tokenize([text.strip()]).to(bb.device)).float().cpu(), dim=-1)
+    (top,), (scores,) = gallery.view.topk(q, k)
+    return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
 
 # %% ../nbs/10_search.ipynb #746dbf02
 def load_search_phi(path, # a training run folder (best/ preferred) or a phi .safetensors file

@@ -17,6 +17,17 @@ must_not_change() {
   fi
 }
 
+# The demo's browser test drives Debian's Chromium (Playwright's own browser download cannot work offline).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium for tests/test_demo_browser.py"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) ||
+      echo "WARNING: apt-get install chromium failed; tests/test_demo_browser.py will fail in CI"
+  else
+    echo "WARNING: /usr/bin/chromium is missing; run: sudo apt-get install chromium"
+  fi
+fi
+
 echo "== nbdev_export: lincir/ must match the notebooks"
 must_not_change lincir "run nbdev_export and commit the result" nbdev_export
 
