@@ -4,8 +4,8 @@
 
 # %% ../nbs/06_training.ipynb #6abeb3d0
 from __future__ import annotations
-import argparse, dataclasses, json, math, os, time
-from contextlib import nullcontext
+import argparse, dataclasses, json, math, os, signal, threading, time, typing, warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +16,14 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .backbone import Backbone, BackboneError, load_backbone, resolve_pretrained
-from .files import atomic_write, atomic_write_json, build_folder, finished_folder
+from .files import RunLock, atomic_write, atomic_write_json, build_folder, finished_folder, remove_leftovers
 from .phi import Phi, save_phi
 from .smp import smp_loss
 
 # %% auto #0
-__all__ = ['TrainConfig', 'mixed_precision', 'epoch_batches', 'batch_at', 'save_checkpoint', 'load_checkpoint',
-           'setup_distributed', 'lr_at', 'train_step', 'read_metrics', 'plot_run', 'train', 'parse_args', 'main']
+__all__ = ['TrainConfig', 'mixed_precision', 'epoch_batches', 'batch_at', 'save_checkpoint', 'CheckpointError', 'load_checkpoint',
+           'setup_distributed', 'lr_at', 'train_step', 'StopRequested', 'StopSignals', 'read_metrics', 'plot_run',
+           'train', 'parse_args', 'main']
 
 # %% ../nbs/06_training.ipynb #89fba6bc
 @dataclass
@@ -61,6 +62,10 @@ class TrainConfig:
         "Raise a clear error for a bad setting, before any work starts."
         def need(ok, msg):
             if not ok: raise ValueError(f"TrainConfig: {msg}")
+        _check_types(self)
+        need(self.grad_accum >= 1, f"grad_accum must be an integer >= 1 (micro-batches per optimiser step), got {self.grad_accum!r}")
+        need(math.isfinite(self.lr), f"lr must be a finite number, got {self.lr}")
+        _check_out_dir(self.out_dir)
         need(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
         need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         need(self.grad_accum >= 1 and self.batch_size % self.grad_accum == 0,
@@ -88,6 +93,33 @@ class TrainConfig:
         unknown = set(d) - names
         if unknown: raise ValueError(f"TrainConfig: unknown setting(s) {sorted(unknown)}; known: {sorted(names)}")
         return cls(**d)
+
+# %% ../nbs/06_training.ipynb #f1b939a9
+_NUMBERS = {'int': (int,), 'float': (int, float)}
+
+def _kind(annotation) -> tuple[str, bool]:
+    "('float', True) for the annotation 'float | None'."
+    kind, _, none = str(annotation).replace(' ', '').partition('|')
+    return kind, none == 'None'
+
+def _check_types(cfg):
+    "Raise a clear error for a numeric setting that is not a number (None allowed where the field allows it)."
+    for f in dataclasses.fields(cfg):
+        kind, none = _kind(f.type)
+        v = getattr(cfg, f.name)
+        if kind not in _NUMBERS or (v is None and none): continue
+        if isinstance(v, bool) or not isinstance(v, _NUMBERS[kind]):
+            raise ValueError(f"TrainConfig: {f.name} must be {'an integer' if kind == 'int' else 'a number'}"
+                             f"{' or None' if none else ''}, got {v!r}")
+
+def _check_out_dir(out_dir):
+    "`out_dir` must be a folder, or not exist below a folder."
+    p = Path(out_dir).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise ValueError(f"TrainConfig: out_dir {str(out_dir)!r} cannot be a run folder: {q} is a file. Choose another out_dir.")
+            return
 
 # %% ../nbs/06_training.ipynb #1af4a034
 def mixed_precision(device:torch.device, precision:str='auto'):
@@ -133,7 +165,8 @@ def _load_optimizer(opt, tensors, groups):
         state.setdefault(int(i), {})[k] = v
     opt.load_state_dict({'state': state, 'param_groups': groups})
 
-def save_checkpoint(run:Path, step:int, phi, ema, opt, scaler, bb, best:dict|None):
+def save_checkpoint(run:Path, step:int, phi, ema, opt, scaler, bb, best:dict|None,
+                    val_pending:bool=False): # the validation of `step` is still to do (it was interrupted)
     "Write `run/checkpoint/`, swapped in atomically."
     def write(ck:Path):
         ck.mkdir()
@@ -141,18 +174,34 @@ def save_checkpoint(run:Path, step:int, phi, ema, opt, scaler, bb, best:dict|Non
         if ema is not None: save_phi(ema, ck/'ema.safetensors', bb, step=step)
         tensors, groups = _optimizer_tensors(opt)
         save_file(tensors, str(ck/'optimizer.safetensors'))
-        (ck/'state.json').write_text(json.dumps(dict(step=step, param_groups=groups, scaler=scaler.state_dict(), best=best)))
+        (ck/'state.json').write_text(json.dumps(dict(step=step, param_groups=groups, scaler=scaler.state_dict(), best=best,
+                                                      val_pending=val_pending)))
     build_folder(run/'checkpoint', write, replace=True)
 
-def load_checkpoint(run:Path, phi, ema, opt, scaler) -> tuple[int, dict|None]:
-    "Restore from `run/checkpoint/`; returns (step, best)."
+class CheckpointError(RuntimeError):
+    "A run folder's checkpoint that cannot be read, with what to do."
+
+@contextmanager
+def _reading(path:Path, fix:str):
+    "Turn any failure to read or apply `path` into an error that names the file and the fix."
+    try: yield
+    except Exception as e:
+        raise CheckpointError(f"Cannot read {path} ({type(e).__name__}: {str(e)[:300]}). {fix}") from e
+
+def load_checkpoint(run:Path, phi, ema, opt, scaler) -> tuple[int, dict|None, bool]:
+    "Restore from `run/checkpoint/`; returns (step, best, val_pending)."
     ck = finished_folder(run/'checkpoint')
-    state = json.loads((ck/'state.json').read_text())
-    phi.load_state_dict(load_file(str(ck/'phi.safetensors')))
-    if ema is not None: ema.load_state_dict(load_file(str(ck/('ema.safetensors' if (ck/'ema.safetensors').exists() else 'phi.safetensors'))))
-    _load_optimizer(opt, load_file(str(ck/'optimizer.safetensors')), state['param_groups'])
+    fix = (f"The checkpoint is damaged (a disk full or a copy cut short?): delete {ck} to restart this run from step 0 "
+           "with the same settings, or delete the whole run folder.")
+    with _reading(ck/'state.json', fix): state = json.loads((ck/'state.json').read_text()); step = int(state['step'])
+    with _reading(ck/'phi.safetensors', fix): phi.load_state_dict(load_file(str(ck/'phi.safetensors')))
+    if ema is not None:
+        f = ck/('ema.safetensors' if (ck/'ema.safetensors').exists() else 'phi.safetensors')
+        with _reading(f, fix): ema.load_state_dict(load_file(str(f)))
+    with _reading(ck/'optimizer.safetensors', fix):
+        _load_optimizer(opt, load_file(str(ck/'optimizer.safetensors')), state['param_groups'])
     if state.get('scaler'): scaler.load_state_dict(state['scaler'])
-    return state['step'], state.get('best')
+    return step, state.get('best'), bool(state.get('val_pending'))
 
 # %% ../nbs/06_training.ipynb #a4725966
 def setup_distributed(device:str):
@@ -198,12 +247,51 @@ def train_step(bb:Backbone, model, opt, scaler, ctx, cfg:TrainConfig, step:int, 
     scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
     return total
 
+# %% ../nbs/06_training.ipynb #567981a3
+class StopRequested(BaseException):
+    "Raised inside validation when a stop signal arrives (a BaseException, so `except Exception` does not swallow it)."
+
+class StopSignals:
+    "Within the block, SIGTERM and SIGINT set `signum` instead of ending the process; `abortable()` marks code they may cut short."
+    def __init__(self): self.signum, self._abortable, self._old = 0, False, {}
+
+    def _handle(self, signum, frame):
+        if self.signum:  # the second one: stop now
+            print(f"{signal.Signals(signum).name} again: stopping now without saving; the last checkpoint stands", flush=True)
+            if signum == signal.SIGINT: raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.signum = signum
+        if self._abortable: raise StopRequested(signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for s in (signal.SIGTERM, signal.SIGINT): self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items(): signal.signal(s, h)
+
+    @contextmanager
+    def abortable(self):
+        if self.signum: raise StopRequested(self.signum)
+        self._abortable = True
+        try: yield
+        finally: self._abortable = False
+
+    @staticmethod
+    def leave(signum:int):
+        "Leave as the signal asks: KeyboardInterrupt for SIGINT, else exit status 128 + signum."
+        if signum == signal.SIGINT: raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
 # %% ../nbs/06_training.ipynb #94ff7f3e
 _RESUME_KEYS = ('backbone', 'pretrained', 'captions', 'caption_column', 'masking', 'batch_size', 'grad_accum', 'lr',
                 'weight_decay', 'schedule', 'warmup_steps', 'grad_clip', 'ema', 'dropout', 'noise_scale', 'l2_normalize', 'seed')
 
 def _check_resumable(run:Path, cfg:TrainConfig):
-    old = json.loads((run/'config.json').read_text())
+    "Refuse to write into a folder that holds a run with other settings (from the moment its config.json exists)."
+    with _reading(run/'config.json', f"Delete it (or the folder {run}) to start over, or use another out_dir."):
+        old = json.loads((run/'config.json').read_text())
     diff = {k: (old.get(k), getattr(cfg, k)) for k in _RESUME_KEYS if old.get(k) != getattr(cfg, k)}
     if diff:
         raise ValueError(f"{run} holds a run with other settings ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
@@ -213,9 +301,20 @@ def _append_jsonl(path:Path, row:dict):
     with open(path, 'a') as f: f.write(json.dumps(row) + '\n')
 
 def read_metrics(run) -> list[dict]:
-    "The rows of a run's metrics.jsonl."
+    "The rows of a run's metrics.jsonl; a torn last line (a run killed while writing it) is reported and left out."
     p = Path(run)/'metrics.jsonl'
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+    if not p.exists(): return []
+    lines = [(n, l) for n, l in enumerate(p.read_text(errors='replace').splitlines(), 1) if l.strip()]
+    rows = []
+    for n, l in lines:
+        try: r = json.loads(l); assert isinstance(r, dict) and 'step' in r; rows.append(r)
+        except (ValueError, AssertionError):
+            if n == lines[-1][0]:
+                warnings.warn(f"{p}: the last line is incomplete (a run stopped while writing it) and is ignored; "
+                              "resuming the run drops it", stacklevel=2)
+                break
+            raise ValueError(f"{p}, line {n}, is not a metrics row: {l[:80]!r}. Delete that line (or the file) and run again.") from None
+    return rows
 
 def _truncate_metrics(run:Path, step:int):
     "Drop rows logged after the checkpoint we resume from."
@@ -253,31 +352,68 @@ def _corpus(cfg:TrainConfig, bb:Backbone, rank:int):
 def _default_validator(cfg:TrainConfig, bb:Backbone):
     if not cfg.val_benchmark: return None
     from lincir.benchmarks import make_validator
-    return make_validator(cfg.val_benchmark, bb, split=cfg.val_split, max_queries=cfg.val_max_queries, l2_normalize=cfg.l2_normalize)
+    return make_validator(cfg.val_benchmark, bb, split=cfg.val_split, max_queries=cfg.val_max_queries, l2_normalize=cfg.l2_normalize,
+                          metric=cfg.val_metric)
+
+# %% ../nbs/06_training.ipynb #9c17b1fe
+def _agree(signum:int, world:int, dev) -> int:
+    "The stop signal any rank received (0: none), the same on every rank."
+    if world == 1: return signum
+    t = torch.tensor([signum], device=dev); dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+def _check_val_metric(cfg:TrainConfig, validator):
+    "Refuse a `val_metric` the validator does not report, before any training."
+    names = getattr(validator, 'metric_names', None)
+    if cfg.val_metric == 'auto' or names is None: return
+    if cfg.val_metric not in names:
+        raise ValueError(f"TrainConfig: val_metric {cfg.val_metric!r} is not a metric of the validation benchmark "
+                         f"{cfg.val_benchmark!r}; choose one of {sorted(names)} or 'auto' (its headline, {validator.headline})")
+
+def _check_corpus_size(n:int, cfg:TrainConfig):
+    if n < cfg.batch_size:
+        raise ValueError(f"The caption corpus has {n} usable captions, fewer than one batch (batch_size={cfg.batch_size}); "
+                         f"lower batch_size or add captions ({', '.join(map(str, cfg.captions))}).")
+
+def _nonfinite_message(run:Path, loss:float, step:int, cfg:TrainConfig) -> str:
+    ck = finished_folder(run/'checkpoint')
+    kept = (f"the last good checkpoint (step {json.loads((ck/'state.json').read_text())['step']}) is in {ck}" if ck else
+            f"no checkpoint was saved yet (the first save is at step {min(cfg.save_every, cfg.steps)})")
+    return (f"loss is {loss} at step {step}; nothing was saved for this step, {kept}. "
+            "Try a lower lr, grad_clip, or precision='bf16'/'fp32'.")
 
 # %% ../nbs/06_training.ipynb #7a65d4e1
 def train(cfg:TrainConfig, # validated settings
           corpus=None, # a masked corpus (`lincir.captions.masked_corpus`); built from cfg.captions when None
           validator=None, # callable(phi) -> {metric: value}, with attribute `headline`; from cfg.val_benchmark when None
           progress:bool=True) -> Path:
-    "Train Phi as configured; returns the run folder."
+    "Train Phi as configured; returns the run folder. Only one process at a time may write a run folder."
     cfg.validate()
     rank, world, dev = setup_distributed(cfg.device)
+    lock = RunLock(cfg.out_dir).acquire() if rank == 0 else None
+    try: return _train(cfg, corpus, validator, progress, rank, world, dev)
+    finally:
+        if lock: lock.release()
+
+def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
     per_rank = cfg.batch_size // world
     if cfg.batch_size % (world * cfg.grad_accum):
         raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of processes x grad_accum ({world} x {cfg.grad_accum})")
     run = Path(cfg.out_dir); writer = rank == 0
+    if writer and (gone := remove_leftovers(run)): print(f"removed what an interrupted run left in {run}: {', '.join(gone)}")
+    if (run/'config.json').exists(): _check_resumable(run, cfg)
     resuming = finished_folder(run/'checkpoint') is not None
-    if resuming: _check_resumable(run, cfg)
     if writer:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run/'config.json', dataclasses.asdict(cfg))
 
     torch.manual_seed(cfg.seed)  # also makes a random-weight backbone (pretrained=None) reproducible
     bb = load_backbone(cfg.backbone, cfg.pretrained, device=dev)
-    corpus = corpus if corpus is not None else _corpus(cfg, bb, rank)
-    lengths = np.asarray(corpus['length'])
     if validator is None and writer: validator = _default_validator(cfg, bb)
+    if validator is not None: _check_val_metric(cfg, validator)
+    corpus = corpus if corpus is not None else _corpus(cfg, bb, rank)
+    _check_corpus_size(len(corpus), cfg)
+    lengths = np.asarray(corpus['length'])
 
     torch.manual_seed(cfg.seed)  # identical initial Phi on every rank
     phi = Phi.for_backbone(bb, dropout=cfg.dropout).to(dev)
@@ -285,59 +421,69 @@ def train(cfg:TrainConfig, # validated settings
     if ema is not None: ema.load_state_dict(phi.state_dict())
     opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ctx, scaler = mixed_precision(dev, cfg.precision)
-    step, best = 0, None
+    step, best, pending = 0, None, False
     if resuming:
-        step, best = load_checkpoint(run, phi, ema, opt, scaler)
-        if writer: _truncate_metrics(run, step); print(f"resuming {run} from step {step}")
+        step, best, pending = load_checkpoint(run, phi, ema, opt, scaler)
+        if writer: print(f"resuming {run} from step {step}" + (" (its validation first)" if pending else ""))
+    if writer: _truncate_metrics(run, step)  # rows of a lost later part (or of a start that saved nothing) go
     model = torch.nn.parallel.DistributedDataParallel(phi) if world > 1 else phi
 
     def eval_weights(): return ema if ema is not None else phi
-    def checkpoint(s):
-        if writer: save_checkpoint(run, s, phi, ema, opt, scaler, bb, best); save_phi(eval_weights(), run, bb, step=s)
+    def checkpoint(s, val_pending=False):
+        if writer:
+            save_checkpoint(run, s, phi, ema, opt, scaler, bb, best, val_pending); save_phi(eval_weights(), run, bb, step=s)
+    def validate(s):
+        nonlocal best
+        net = eval_weights().eval()
+        with stop.abortable(): scores = validator(net)  # a stop signal cuts this short: redone on resume
+        key = validator.headline if cfg.val_metric == 'auto' else cfg.val_metric
+        if key not in scores: raise KeyError(f"val_metric {key!r} not among the validation metrics {sorted(scores)}")
+        _append_jsonl(run/'metrics.jsonl', dict(step=s, val=scores))
+        if best is None or scores[key] > best['value']:
+            best = dict(step=s, metric=key, value=scores[key])
+            save_phi(net, run/'best', bb, step=s, **{key: scores[key]})
+            atomic_write_json(run/'best'/'metrics.json', dict(step=s, **scores))
+        plot_run(run)
 
-    window, t0, n0 = [], time.perf_counter(), 0
+    window, t0 = [], time.perf_counter()
+    saving = pending  # a redone validation is saved at once
     bar = tqdm(total=cfg.steps, initial=step, desc='training', disable=not (progress and writer))
     try:
-        while step < cfg.steps:
-            idx = batch_at(lengths, cfg.batch_size, cfg.seed, step).reshape(world, per_rank)[rank]
-            rows = corpus[idx.tolist()]
-            tokens = torch.as_tensor(np.asarray(rows['tokens']), dtype=torch.long, device=dev)
-            masked = torch.as_tensor(np.asarray(rows['masked_tokens']), dtype=torch.long, device=dev)
-            phi.train()
-            loss = train_step(bb, model, opt, scaler, ctx, cfg, step, rank, tokens, masked)
-            if world > 1:
-                t = torch.tensor([loss], device=dev); dist.all_reduce(t); loss = t.item() / world
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at step {step}; nothing was saved for this step, the last good "
-                                         f"checkpoint is in {run/'checkpoint'}. Try a lower lr, grad_clip, or precision='bf16'/'fp32'.")
-            if ema is not None:
-                with torch.no_grad():
-                    for pe, p in zip(ema.parameters(), phi.parameters()): pe.lerp_(p, 1 - cfg.ema)
-            step += 1; bar.update(1)
-            window.append((loss, float(np.mean(np.asarray(rows['rule']) != 0))))
-            if writer and (step % cfg.log_every == 0 or step == cfg.steps):
-                dt = time.perf_counter() - t0
-                row = dict(step=step, loss=float(np.mean([l for l, _ in window])), lr=lr_at(cfg, step - 1),
-                           samples_per_s=round(len(window) * cfg.batch_size / dt, 1),
-                           fallback_rate=float(np.mean([f for _, f in window])))
-                _append_jsonl(run/'metrics.jsonl', row); bar.set_postfix(loss=f"{row['loss']:.4f}")
-                window, t0 = [], time.perf_counter()
-            if writer and validator is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-                net = eval_weights().eval()
-                scores = validator(net)
-                key = validator.headline if cfg.val_metric == 'auto' else cfg.val_metric
-                if key not in scores: raise KeyError(f"val_metric {key!r} not among the validation metrics {sorted(scores)}")
-                _append_jsonl(run/'metrics.jsonl', dict(step=step, val=scores))
-                if best is None or scores[key] > best['value']:
-                    best = dict(step=step, metric=key, value=scores[key])
-                    save_phi(net, run/'best', bb, step=step, **{key: scores[key]})
-                    atomic_write_json(run/'best'/'metrics.json', dict(step=step, **scores))
-                plot_run(run); t0 = time.perf_counter()
-            if step % cfg.save_every == 0 or step == cfg.steps: checkpoint(step)
-    except KeyboardInterrupt:
-        checkpoint(step)
-        if writer: print(f"interrupted: checkpoint of step {step} saved in {run}; run again to resume")
-        raise
+        with StopSignals() as stop:
+            while True:
+                if pending and writer and validator is not None:
+                    try: validate(step); pending = False; t0 = time.perf_counter()
+                    except StopRequested: pass  # still pending: saved as such just below, redone on resume
+                if (signum := _agree(stop.signum, world, dev)):  # at a step boundary: every rank stops here
+                    checkpoint(step, pending)
+                    if writer: print(f"{signal.Signals(signum).name}: checkpoint of step {step} saved in {run}; run again to resume")
+                    StopSignals.leave(signum)
+                pending = False
+                if saving: checkpoint(step); saving = False
+                if step >= cfg.steps: break
+                idx = batch_at(lengths, cfg.batch_size, cfg.seed, step).reshape(world, per_rank)[rank]
+                rows = corpus[idx.tolist()]
+                tokens = torch.as_tensor(np.asarray(rows['tokens']), dtype=torch.long, device=dev)
+                masked = torch.as_tensor(np.asarray(rows['masked_tokens']), dtype=torch.long, device=dev)
+                phi.train()
+                loss = train_step(bb, model, opt, scaler, ctx, cfg, step, rank, tokens, masked)
+                if world > 1:
+                    t = torch.tensor([loss], device=dev); dist.all_reduce(t); loss = t.item() / world
+                if not math.isfinite(loss): raise FloatingPointError(_nonfinite_message(run, loss, step, cfg))
+                if ema is not None:
+                    with torch.no_grad():
+                        for pe, p in zip(ema.parameters(), phi.parameters()): pe.lerp_(p, 1 - cfg.ema)
+                step += 1; bar.update(1)
+                window.append((loss, float(np.mean(np.asarray(rows['rule']) != 0))))
+                if writer and (step % cfg.log_every == 0 or step == cfg.steps):
+                    dt = time.perf_counter() - t0
+                    row = dict(step=step, loss=float(np.mean([l for l, _ in window])), lr=lr_at(cfg, step - 1),
+                               samples_per_s=round(len(window) * cfg.batch_size / dt, 1),
+                               fallback_rate=float(np.mean([f for _, f in window])))
+                    _append_jsonl(run/'metrics.jsonl', row); bar.set_postfix(loss=f"{row['loss']:.4f}")
+                    window, t0 = [], time.perf_counter()
+                pending = validator is not None and (step % cfg.val_every == 0 or step == cfg.steps)
+                saving = step % cfg.save_every == 0 or step == cfg.steps
     finally:
         bar.close()
     if writer:
@@ -347,20 +493,28 @@ def train(cfg:TrainConfig, # validated settings
     return run
 
 # %% ../nbs/06_training.ipynb #629a5929
-def _parse_value(text:str):
-    if text.lower() in ('none', 'null'): return None
-    if text.lower() in ('true', 'false'): return text.lower() == 'true'
-    for kind in (int, float):
-        try: return kind(text)
-        except ValueError: pass
-    return text
+def _flag_type(annotation:str):
+    "A converter for a flag of a field annotated `annotation` ('int', 'float|None', 'bool', 'str', ...)."
+    kind, none = _kind(annotation)
+    def convert(text:str):
+        low = text.lower()
+        if none and low in ('none', 'null'): return None
+        if kind == 'bool':
+            if low in ('true', 'false'): return low == 'true'
+        elif kind in ('int', 'float'):
+            try: return int(text) if kind == 'int' else float(text)
+            except ValueError: pass
+        else: return text
+        what = {'int': 'an integer', 'float': 'a number', 'bool': 'true or false'}[kind]
+        raise argparse.ArgumentTypeError(f"expected {what}{' or none' if none else ''}, got {text!r}")
+    return convert
 
 def parse_args(argv=None) -> TrainConfig:
     "A TrainConfig from command-line flags (`--steps 100 --captions a.txt b.csv`)."
     p = argparse.ArgumentParser(prog='python -m lincir.training', description='Train LinCIR (Phi) with text only.')
     for f in dataclasses.fields(TrainConfig):
         nargs = '+' if f.name == 'captions' else None
-        p.add_argument(f'--{f.name}', type=_parse_value, nargs=nargs, default=argparse.SUPPRESS, help=f'(default: {TrainConfig.__dataclass_fields__[f.name].default!r})')
+        p.add_argument(f'--{f.name}', type=_flag_type(f.type), nargs=nargs, default=argparse.SUPPRESS, help=f'(default: {TrainConfig.__dataclass_fields__[f.name].default!r})')
     return TrainConfig.from_dict(vars(p.parse_args(argv)))
 
 def main(argv=None):
