@@ -15,7 +15,7 @@ from .backbone import Backbone
 from .files import atomic_write, atomic_write_json
 
 # %% auto #0
-__all__ = ['Phi', 'PhiMismatchError', 'save_phi', 'load_phi']
+__all__ = ['Phi', 'PhiMismatchError', 'PhiFileError', 'save_phi', 'load_phi']
 
 # %% ../nbs/02_phi.ipynb #90eabc6e
 class Phi(nn.Sequential):
@@ -43,6 +43,28 @@ def _phi_paths(path) -> tuple[Path, Path]:
     if path.suffix != '.safetensors': path = path/'phi.safetensors'
     return path, path.with_suffix('.json')
 
+# %% ../nbs/02_phi.ipynb #aeb86b56
+class PhiFileError(ValueError):
+    "A Phi file that cannot be used, naming it and the fix."
+
+_PHI_FIX = "Use another checkpoint (a run's best/ or checkpoint/), or retrain."
+
+def _read_phi_json(meta:Path) -> dict:
+    try:
+        cfg = json.loads(meta.read_text())
+        for k in ('embed_dim', 'width', 'dropout', 'hidden_mult'): cfg[k]
+        return cfg
+    except (ValueError, KeyError, TypeError) as e:
+        raise PhiFileError(f"{meta} is not a Phi description ({type(e).__name__}: {e}). {_PHI_FIX}") from None
+
+def _read_phi_weights(weights:Path) -> dict:
+    try: state = load_file(str(weights))
+    except Exception as e:
+        raise PhiFileError(f"Cannot read the Phi weights {weights} ({type(e).__name__}: {e}); the file is damaged. {_PHI_FIX}") from None
+    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if bad: raise PhiFileError(f"{weights} holds non-finite weights (NaN or inf in {', '.join(bad)}): the run that wrote it diverged. {_PHI_FIX}")
+    return state
+
 # %% ../nbs/02_phi.ipynb #dd103469
 def save_phi(phi:Phi, path, # a run folder (-> phi.safetensors inside) or a .safetensors file
              bb:Backbone, **extra) -> Path:
@@ -60,12 +82,13 @@ def load_phi(path, # run folder or .safetensors file written by `save_phi`
     weights, meta = _phi_paths(path)
     for p in (weights, meta):
         if not p.exists(): raise FileNotFoundError(f"Phi checkpoint incomplete: {p} is missing (expected {weights.name} and {meta.name}).")
-    cfg = json.loads(meta.read_text())
+    cfg = _read_phi_json(meta)
     if bb is not None:
         want = dict(backbone=bb.name, pretrained=bb.pretrained, embed_dim=bb.embed_dim, width=bb.width)
         bad = {k: (cfg.get(k), v) for k, v in want.items() if cfg.get(k) != v}
         if bad: raise PhiMismatchError(f"{weights} was trained for another backbone: " +
                                        ', '.join(f"{k}: checkpoint {a!r} vs loaded {b!r}" for k, (a, b) in bad.items()))
     phi = Phi(cfg['embed_dim'], cfg['width'], cfg['dropout'], cfg['hidden_mult'])
-    phi.load_state_dict(load_file(str(weights)))
+    phi.load_state_dict(_read_phi_weights(weights))
+    phi.source = str(weights)  # named by errors about its outputs
     return phi.to(device or (bb.device if bb else 'cpu')).eval()
