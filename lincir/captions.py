@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_captions.ipynb #d058f70e
 from __future__ import annotations
-import hashlib, json, os, re, shutil, time
+import hashlib, json, os, re, shutil, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -15,7 +15,7 @@ from datasets import Dataset, Features, List, Value
 from . import backbone as _backbone
 from .backbone import Backbone, cache_dir
 from .files import build_folder
-from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_captions, spacy_model_id, _tokenizer,
+from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_captions, spacy_model_id, _tokenizer, has_words,
                              fallback_rate, rule_counts)
 
 # %% auto #0
@@ -65,20 +65,36 @@ def _read_file(path:str) -> Dataset:
     if not p.exists(): raise CaptionError(f"Caption file not found: {p}")
     if p.is_dir() or p.suffix.lower() not in FILE_FORMATS:
         raise CaptionError(f"Cannot read captions from {p}: supported files are {', '.join(FILE_FORMATS)}")
+    _check_not_empty(p)
     reader = getattr(Dataset, f'from_{FILE_FORMATS[p.suffix.lower()]}')
     try: return reader(str(p), cache_dir=str(cache_dir()/'datasets'))
-    except Exception as e: raise CaptionError(f"Cannot read captions from {p}: {type(e).__name__}: {e}") from e
+    except Exception as e:
+        root = e
+        while root.__cause__ or root.__context__: root = root.__cause__ or root.__context__
+        raise CaptionError(f"Cannot read captions from {p}: {type(root).__name__}: {str(root)[:300]}") from None
 
 def _caption_column(ds:Dataset, column:str, where:str) -> Dataset:
     "`ds` reduced to its `column`, renamed `caption`, as strings."
     if column not in ds.column_names:
         raise CaptionError(f"{where} has no column {column!r}; its columns: {', '.join(ds.column_names) or 'none'}. "
-                           "Choose one with `column=`.")
+                           "Choose one with --caption_column (python -m lincir.training), caption_column= (TrainConfig, "
+                           "the train notebook's `extra`) or column= (load_captions, masked_corpus).")
     ds = ds.select_columns([column])
     if column != 'caption': ds = ds.rename_column(column, 'caption')
     if ds.features['caption'] == Value('string'): return ds
-    try: return ds.cast_column('caption', Value('string'))
-    except Exception as e: raise CaptionError(f"{where}: column {column!r} is not text ({ds.features['caption']})") from e
+    if ds.features['caption'] == Value('large_string'): return ds.cast_column('caption', Value('string'))
+    return _as_text(ds)
+
+# %% ../nbs/05_captions.ipynb #812243b4
+def _as_text(ds:Dataset) -> Dataset:
+    "`ds`'s `caption` column as strings, converted per value (None stays None: an empty caption)."
+    def conv(b): return {'caption': [v if v is None or isinstance(v, str) else str(v) for v in b['caption']]}
+    return ds.map(conv, batched=True, features=Features(caption=Value('string')), desc='captions as text')
+
+def _check_not_empty(p:Path):
+    if p.stat().st_size == 0 or (p.stat().st_size < 2**20 and not p.read_text(errors='replace').strip()):
+        what = 'one caption per line' if p.suffix.lower() == '.txt' else f'captions ({p.suffix} rows)'
+        raise CaptionError(f"Caption file {p} is empty: it should hold {what}.")
 
 # %% ../nbs/05_captions.ipynb #2e5ad56d
 def _hub_cached(name:str) -> bool:
@@ -186,6 +202,24 @@ def corpus_key(identities:list[dict], bb_or_tokenizer, column:str, limit, seed:i
 
 def _key_hash(key:dict) -> str: return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+# %% ../nbs/05_captions.ipynb #a78dcda0
+def _report_dropped(ds:Dataset, n:int, shown:int=3):
+    "Warn that `n` of `ds`'s captions were dropped as empty or punctuation only, with a few examples."
+    examples = []
+    for batch in ds.iter(batch_size=10_000):
+        examples += [c for c in batch['caption'] if c and c.strip() and not has_words(c)][:shown - len(examples)]
+        if len(examples) >= shown: break
+    warnings.warn(f"{n} of {len(ds)} captions have no letter or digit (empty or punctuation only"
+                  f"{', e.g. ' + ', '.join(map(repr, examples)) if examples else ''}) and were dropped: nothing to mask in them.",
+                  stacklevel=3)
+
+def _read_cached(out:Path) -> Dataset:
+    "A cached masked corpus, checked: its description and every column readable."
+    json.loads((out/'corpus.json').read_text())
+    ds = datasets.load_from_disk(str(out))
+    ds[:1], ds[-1:]
+    return ds
+
 # %% ../nbs/05_captions.ipynb #a1fc6db3
 def _build(ds:Dataset, tok, key:dict, out:Path, seed:int, masking:str, num_proc:int, batch_size:int) -> None:
     def write(target:Path):
@@ -193,7 +227,8 @@ def _build(ds:Dataset, tok, key:dict, out:Path, seed:int, masking:str, num_proc:
                         fn_kwargs=dict(tokenizer=tok, seed=seed, masking=masking), remove_columns=ds.column_names,
                         features=_features(tok.context_length), cache_file_name=str(target.parent/'map'/'masked.arrow'),
                         new_fingerprint=out.name, desc=f"masking captions ({masking})")
-        if len(masked) == 0: raise CaptionError(f"No usable captions: all {len(ds)} are empty after cleaning.")
+        if len(masked) == 0: raise CaptionError(f"No usable captions: all {len(ds)} are empty or punctuation only after cleaning.")
+        if len(masked) < len(ds): _report_dropped(ds, len(ds) - len(masked))
         masked.save_to_disk(str(target))
         meta = dict(key=key, captions=len(ds), kept=len(masked), rules=rule_counts(masked), created=time.strftime('%Y-%m-%d %H:%M:%S'))
         meta['rules']['skipped'] = len(ds) - len(masked)
@@ -219,7 +254,12 @@ def masked_corpus(sources:list[str]|str, # files, hub names, generators (`shapes
     out = cache_dir()/'captions'/_key_hash(key)
     if refresh and out.exists(): shutil.rmtree(out)
     if not out.exists(): _build(ds, _tokenizer(bb), key, out, seed, masking, num_proc, batch_size)
-    return datasets.load_from_disk(str(out))
+    try: return _read_cached(out)
+    except Exception as e:
+        warnings.warn(f"The masked-caption cache {out} cannot be read ({type(e).__name__}: {str(e)[:200]}); rebuilding it", stacklevel=2)
+        shutil.rmtree(out, ignore_errors=True)
+        _build(ds, _tokenizer(bb), key, out, seed, masking, num_proc, batch_size)
+        return _read_cached(out)
 
 def corpus_meta(ds:Dataset) -> dict:
     "What `masked_corpus` recorded about a cached corpus: its key, caption counts and rule counts (skipped included)."

@@ -15,7 +15,7 @@ from .backbone import Backbone, placeholder_token_id
 # %% auto #0
 __all__ = ['SPACY_MODELS', 'INSTALL_HINT', 'KEYWORD_POS', 'PLACEHOLDER', 'PHOTO_OF', 'MASKINGS', 'MASKING_VERSION',
            'KeywordError', 'spacy_nlp', 'spacy_model_id', 'bpe_ids', 'cut_to_tokens', 'clean_caption', 'keyword_spans',
-           'keywords', 'replace_keywords', 'Rule', 'MaskedCaption', 'replace_random_word', 'mask_captions',
+           'keywords', 'replace_keywords', 'Rule', 'MaskedCaption', 'replace_random_word', 'has_words', 'mask_captions',
            'rule_counts', 'fallback_rate']
 
 # %% ../nbs/01_keywords.ipynb #4d293620
@@ -137,11 +137,11 @@ class Rule(IntEnum):
     KEYWORDS = 0     # keywords replaced
     RANDOM_WORD = 1  # no keyword: one random word replaced
     PHOTO_OF = 2     # no placeholder survived tokenisation: `a photo of $`
-    SKIPPED = 3      # empty caption: nothing to train on
+    SKIPPED = 3      # empty or punctuation-only caption: nothing to train on
 
 PHOTO_OF = f'a photo of {PLACEHOLDER}'
 MASKINGS = ('keywords', 'random')
-MASKING_VERSION = 1  # bump when masking changes: part of the cache key of masked corpora
+MASKING_VERSION = 2  # bump when masking changes: part of the cache key of masked corpora
 
 @dataclass(frozen=True)
 class MaskedCaption:
@@ -165,8 +165,12 @@ def _docs(nlp, texts:list[str], batch_size:int) -> list:
             except Exception: out.append(None)
         return out
 
+def has_words(text) -> bool:
+    "Whether `text` holds a letter or a digit (else it is empty or punctuation only: nothing to mask)."
+    return any(c.isalnum() for c in str(text or ''))
+
 def _mask_one(doc, text:str, seed:int, index:int) -> tuple[str, Rule]:
-    if not text: return '', Rule.SKIPPED
+    if not has_words(text): return '', Rule.SKIPPED  # '', '...', '!!!': training on them teaches `$` -> nothing
     spans = keyword_spans(doc) if doc is not None else []
     if spans: return replace_keywords(doc, spans), Rule.KEYWORDS
     return replace_random_word(text, np.random.default_rng([seed, index])), Rule.RANDOM_WORD

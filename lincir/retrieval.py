@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_retrieval.ipynb #e511af99
 from __future__ import annotations
-import hashlib, json, os
+import hashlib, json, os, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +69,18 @@ def features_path(bb:Backbone, keys:list[str], root:Path|None=None) -> Path:
     h = hashlib.sha256(json.dumps([bb.name, bb.pretrained, weights_fingerprint(bb.model), keys]).encode())
     return Path(root or cache_dir()/'features')/f'{_safe(bb.name)}__{_safe(bb.pretrained)}__{h.hexdigest()[:20]}.safetensors'
 
+# %% ../nbs/07_retrieval.ipynb #0181d54b
+def _read_features(path:Path, n:int):
+    "(features, skipped ids) from a feature-cache entry, or None (with a warning) if it cannot be read: it is rebuilt."
+    try:
+        bad = json.loads(Path(f'{path}.json').read_text())['skipped']
+        feats = load_file(path)['features']
+        if feats.shape[0] != n - len(bad) or not torch.isfinite(feats).all(): raise ValueError(f"{feats.shape[0]} rows for {n - len(bad)} images, or non-finite values")
+        return feats, bad
+    except Exception as e:
+        warnings.warn(f"The feature cache {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); computing the features again", stacklevel=3)
+        return None
+
 # %% ../nbs/07_retrieval.ipynb #20cafa5f
 def _submit(pool, srcs, skip_bad):
     "Start decoding one batch in the background."
@@ -95,13 +107,14 @@ def image_features(bb:Backbone,
     "Raw image embeddings: (ids encoded, `[n, d]` float32 on CPU, ids skipped as unreadable)."
     ids = list(images)
     path = features_path(bb, [image_key(images[i]) for i in ids])
-    if cache and path.exists() and Path(f'{path}.json').exists():
-        bad = json.loads(Path(f'{path}.json').read_text())['skipped']
+    cached = _read_features(path, len(ids)) if cache and path.exists() and Path(f'{path}.json').exists() else None
+    if cached is not None:
+        feats, bad = cached
         if bad and not skip_bad:
             raise ValueError(f"Cannot read image {images[bad[0]]} ({len(bad)} unreadable in all, cached in {path}); "
                              "fix or remove the files, or pass skip_bad=True to leave them out")
         bad_set = set(bad)
-        return [i for i in ids if i not in bad_set], load_file(path)['features'], bad
+        return [i for i in ids if i not in bad_set], feats, bad
     out, bad = [], []
     chunks = [ids[s:s+batch_size] for s in range(0, len(ids), batch_size)]
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
