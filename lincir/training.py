@@ -403,9 +403,6 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
     if writer and (gone := remove_leftovers(run)): print(f"removed what an interrupted run left in {run}: {', '.join(gone)}")
     if (run/'config.json').exists(): _check_resumable(run, cfg)
     resuming = finished_folder(run/'checkpoint') is not None
-    if writer:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run/'config.json', dataclasses.asdict(cfg))
 
     torch.manual_seed(cfg.seed)  # also makes a random-weight backbone (pretrained=None) reproducible
     bb = load_backbone(cfg.backbone, cfg.pretrained, device=dev)
@@ -413,6 +410,7 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
     if validator is not None: _check_val_metric(cfg, validator)
     corpus = corpus if corpus is not None else _corpus(cfg, bb, rank)
     _check_corpus_size(len(corpus), cfg)
+    if writer: atomic_write_json(run/'config.json', dataclasses.asdict(cfg))  # settings all checked: the folder is this run's
     lengths = np.asarray(corpus['length'])
 
     torch.manual_seed(cfg.seed)  # identical initial Phi on every rank

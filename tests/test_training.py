@@ -1,4 +1,4 @@
-import dataclasses, json, os, subprocess, sys, textwrap, warnings
+import dataclasses, json, os, signal, subprocess, sys, textwrap, warnings
 import numpy as np
 import pytest, torch
 from datasets import Dataset
@@ -137,21 +137,29 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
     assert [r['step'] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r['loss']) for r in rows)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_and_resume_is_exact(tiny, tmp_path, monkeypatch, sig):
+    "Ctrl-C (SIGINT) or a preemption (SIGTERM) during step 5: step 5 finishes, is saved, and the run resumes bit-identically."
     import lincir.training as T
     corpus = corpus_for(tiny)
     calls, original = {'n': 0}, T.train_step
     def interrupted(*a, **k):
         calls['n'] += 1
-        if calls['n'] == 5: raise KeyboardInterrupt
+        if calls['n'] == 5: os.kill(os.getpid(), sig)
         return original(*a, **k)
     monkeypatch.setattr(T, 'train_step', interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg_for(tmp_path, steps=6, save_every=100), corpus=corpus, progress=False)
+    handler = signal.getsignal(sig)
+    with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else SystemExit) as e:
+        train(cfg_for(tmp_path, steps=8, save_every=100, ema=0.9), corpus=corpus, progress=False)
+    if sig == signal.SIGTERM: assert e.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(sig) == handler  # given back
     run = tmp_path / 'run'
-    assert json.loads((run / 'checkpoint' / 'state.json').read_text())['step'] == 4
+    assert json.loads((run / 'checkpoint' / 'state.json').read_text())['step'] == 5
     monkeypatch.setattr(T, 'train_step', original)
-    train(cfg_for(tmp_path, steps=6, save_every=100), corpus=corpus, progress=False)
-    assert [r['step'] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]
-    full = train(cfg_for(tmp_path / 'uninterrupted', steps=6), corpus=corpus, progress=False)
+    train(cfg_for(tmp_path, steps=8, save_every=100, ema=0.9), corpus=corpus, progress=False)
+    assert [r['step'] for r in read_metrics(run)] == list(range(1, 9))
+    full = train(cfg_for(tmp_path / 'uninterrupted', steps=8, ema=0.9), corpus=corpus, progress=False)
     assert [r['loss'] for r in read_metrics(full)] == [r['loss'] for r in read_metrics(run)]
+    for name in ('phi.safetensors', 'checkpoint/phi.safetensors', 'checkpoint/ema.safetensors', 'checkpoint/optimizer.safetensors'):
+        wa, wb = load_file(str(full / name)), load_file(str(run / name))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
