@@ -14,7 +14,7 @@ import numpy as np
 from datasets import Dataset, Features, List, Value
 from . import backbone as _backbone
 from .backbone import Backbone, cache_dir
-from .files import build_folder
+from .files import build_folder, remove_leftovers
 from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_captions, spacy_model_id, _tokenizer, has_words,
                              fallback_rate, rule_counts)
 
@@ -253,6 +253,7 @@ def masked_corpus(sources:list[str]|str, # files, hub names, generators (`shapes
     key = corpus_key(ids, bb, column, limit, seed, shuffle, masking)
     out = cache_dir()/'captions'/_key_hash(key)
     if refresh and out.exists(): shutil.rmtree(out)
+    remove_leftovers(out.parent)  # scratch folders of killed builders (never a live one's)
     if not out.exists(): _build(ds, _tokenizer(bb), key, out, seed, masking, num_proc, batch_size)
     try: return _read_cached(out)
     except Exception as e:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_training.ipynb #6abeb3d0
 from __future__ import annotations
-import argparse, dataclasses, json, math, os, signal, threading, time, typing, warnings
+import argparse, dataclasses, json, math, os, signal, threading, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,13 +263,17 @@ class StopSignals:
         self.signum = signum
         if self._abortable: raise StopRequested(signum)
 
-    def __enter__(self):
+    def install(self):
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
             for s in (signal.SIGTERM, signal.SIGINT): self._old[s] = signal.signal(s, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def restore(self):
         for s, h in self._old.items(): signal.signal(s, h)
+        self._old = {}
+
+    def __enter__(self): return self.install()
+    def __exit__(self, *exc): self.restore()
 
     @contextmanager
     def abortable(self):
@@ -400,7 +404,8 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
     if cfg.batch_size % (world * cfg.grad_accum):
         raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of processes x grad_accum ({world} x {cfg.grad_accum})")
     run = Path(cfg.out_dir); writer = rank == 0
-    if writer and (gone := remove_leftovers(run)): print(f"removed what an interrupted run left in {run}: {', '.join(gone)}")
+    if writer and (gone := remove_leftovers(run) + remove_leftovers(run/'best')):
+        print(f"removed what an interrupted run left in {run}: {', '.join(gone)}")
     if (run/'config.json').exists(): _check_resumable(run, cfg)
     resuming = finished_folder(run/'checkpoint') is not None
 
@@ -446,44 +451,44 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
     window, t0 = [], time.perf_counter()
     saving = pending  # a redone validation is saved at once
     bar = tqdm(total=cfg.steps, initial=step, desc='training', disable=not (progress and writer))
+    stop = StopSignals().install()
     try:
-        with StopSignals() as stop:
-            while True:
-                if pending and writer and validator is not None:
-                    try: validate(step); pending = False; t0 = time.perf_counter()
-                    except StopRequested: pass  # still pending: saved as such just below, redone on resume
-                if (signum := _agree(stop.signum, world, dev)):  # at a step boundary: every rank stops here
-                    checkpoint(step, pending)
-                    if writer: print(f"{signal.Signals(signum).name}: checkpoint of step {step} saved in {run}; run again to resume")
-                    StopSignals.leave(signum)
-                pending = False
-                if saving: checkpoint(step); saving = False
-                if step >= cfg.steps: break
-                idx = batch_at(lengths, cfg.batch_size, cfg.seed, step).reshape(world, per_rank)[rank]
-                rows = corpus[idx.tolist()]
-                tokens = torch.as_tensor(np.asarray(rows['tokens']), dtype=torch.long, device=dev)
-                masked = torch.as_tensor(np.asarray(rows['masked_tokens']), dtype=torch.long, device=dev)
-                phi.train()
-                loss = train_step(bb, model, opt, scaler, ctx, cfg, step, rank, tokens, masked)
-                if world > 1:
-                    t = torch.tensor([loss], device=dev); dist.all_reduce(t); loss = t.item() / world
-                if not math.isfinite(loss): raise FloatingPointError(_nonfinite_message(run, loss, step, cfg))
-                if ema is not None:
-                    with torch.no_grad():
-                        for pe, p in zip(ema.parameters(), phi.parameters()): pe.lerp_(p, 1 - cfg.ema)
-                step += 1; bar.update(1)
-                window.append((loss, float(np.mean(np.asarray(rows['rule']) != 0))))
-                if writer and (step % cfg.log_every == 0 or step == cfg.steps):
-                    dt = time.perf_counter() - t0
-                    row = dict(step=step, loss=float(np.mean([l for l, _ in window])), lr=lr_at(cfg, step - 1),
-                               samples_per_s=round(len(window) * cfg.batch_size / dt, 1),
-                               fallback_rate=float(np.mean([f for _, f in window])))
-                    _append_jsonl(run/'metrics.jsonl', row); bar.set_postfix(loss=f"{row['loss']:.4f}")
-                    window, t0 = [], time.perf_counter()
-                pending = validator is not None and (step % cfg.val_every == 0 or step == cfg.steps)
-                saving = step % cfg.save_every == 0 or step == cfg.steps
+        while True:
+            if pending and writer and validator is not None:
+                try: validate(step); pending = False; t0 = time.perf_counter()
+                except StopRequested: pass  # still pending: saved as such just below, redone on resume
+            if (signum := _agree(stop.signum, world, dev)):  # at a step boundary: every rank stops here
+                checkpoint(step, pending)
+                if writer: print(f"{signal.Signals(signum).name}: checkpoint of step {step} saved in {run}; run again to resume")
+                StopSignals.leave(signum)
+            pending = False
+            if saving: checkpoint(step); saving = False
+            if step >= cfg.steps: break
+            idx = batch_at(lengths, cfg.batch_size, cfg.seed, step).reshape(world, per_rank)[rank]
+            rows = corpus[idx.tolist()]
+            tokens = torch.as_tensor(np.asarray(rows['tokens']), dtype=torch.long, device=dev)
+            masked = torch.as_tensor(np.asarray(rows['masked_tokens']), dtype=torch.long, device=dev)
+            phi.train()
+            loss = train_step(bb, model, opt, scaler, ctx, cfg, step, rank, tokens, masked)
+            if world > 1:
+                t = torch.tensor([loss], device=dev); dist.all_reduce(t); loss = t.item() / world
+            if not math.isfinite(loss): raise FloatingPointError(_nonfinite_message(run, loss, step, cfg))
+            if ema is not None:
+                with torch.no_grad():
+                    for pe, p in zip(ema.parameters(), phi.parameters()): pe.lerp_(p, 1 - cfg.ema)
+            step += 1; bar.update(1)
+            window.append((loss, float(np.mean(np.asarray(rows['rule']) != 0))))
+            if writer and (step % cfg.log_every == 0 or step == cfg.steps):
+                dt = time.perf_counter() - t0
+                row = dict(step=step, loss=float(np.mean([l for l, _ in window])), lr=lr_at(cfg, step - 1),
+                           samples_per_s=round(len(window) * cfg.batch_size / dt, 1),
+                           fallback_rate=float(np.mean([f for _, f in window])))
+                _append_jsonl(run/'metrics.jsonl', row); bar.set_postfix(loss=f"{row['loss']:.4f}")
+                window, t0 = [], time.perf_counter()
+            pending = validator is not None and (step % cfg.val_every == 0 or step == cfg.steps)
+            saving = step % cfg.save_every == 0 or step == cfg.steps
     finally:
-        bar.close()
+        bar.close(); stop.restore()
     if writer:
         plot_run(run)
         if best: print(f"best {best['metric']} = {best['value']:.4f} at step {best['step']} -> {run/'best'}")
