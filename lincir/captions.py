@@ -175,7 +175,7 @@ def _features(context_length:int) -> Features:
                     tokens=ids, masked_tokens=ids, length=Value('int16'))
 
 # %% ../nbs/05_captions.ipynb #3be6fa05
-ARRAYS = ('tokens', 'masked_tokens', 'length', 'rule')
+ARRAYS = ('ids', 'length', 'rule')
 
 def _id_dtype(vocab_size:int|None) -> np.dtype:
     "The narrowest integer type that holds every token id (uint16 for CLIP)."
@@ -185,20 +185,22 @@ def write_token_arrays(ds:Dataset, # a masked corpus: `tokens, masked_tokens, le
                        folder:Path, # where the `.npy` files go
                        vocab_size:int|None, # the tokenizer's vocabulary size (chooses the id type)
                        rows:int=100_000) -> None:
-    "Write the corpus's token ids, lengths and rules as `.npy` arrays in `folder`, each atomically and in slices of `rows`."
+    "Write `ids.npy` (`[n, 2, L]`: token ids, masked token ids), `length.npy` and `rule.npy` in `folder`, each atomically, in slices of `rows`."
     n, width = len(ds), ds.features['tokens'].length
-    kinds = dict(tokens=((n, width), _id_dtype(vocab_size)), masked_tokens=((n, width), _id_dtype(vocab_size)),
-                 length=((n,), np.dtype(np.int16)), rule=((n,), np.dtype(np.int8)))
-    src = ds.with_format('numpy', columns=list(ARRAYS))
+    kinds = dict(ids=((n, 2, width), _id_dtype(vocab_size)), length=((n,), np.dtype(np.int16)), rule=((n,), np.dtype(np.int8)))
+    src = ds.with_format('numpy', columns=['tokens', 'masked_tokens', 'length', 'rule'])
+    def part(name, i):
+        b = src[i:i+rows]
+        return np.stack([b['tokens'], b['masked_tokens']], 1) if name == 'ids' else np.asarray(b[name])
     def fill(name):
         shape, dtype = kinds[name]
         def write(tmp):
             out = np.lib.format.open_memmap(tmp, mode='w+', dtype=dtype, shape=shape)
             for i in range(0, n, rows):
-                part = np.asarray(src[i:i+rows][name])
-                if part.size and (part.max() > np.iinfo(dtype).max or part.min() < np.iinfo(dtype).min):
+                x = part(name, i)
+                if x.size and (x.max() > np.iinfo(dtype).max or x.min() < np.iinfo(dtype).min):
                     raise CaptionError(f"{name} holds values outside {dtype} in {folder}; pass the tokenizer's vocab_size")
-                out[i:i+len(part)] = part
+                out[i:i+len(x)] = x
             out.flush(); del out
         atomic_write(Path(folder)/f'{name}.npy', write)
     for name in ARRAYS: fill(name)
@@ -207,21 +209,26 @@ def write_token_arrays(ds:Dataset, # a masked corpus: `tokens, masked_tokens, le
 @dataclass
 class TokenArrays:
     "A masked corpus as fixed-width arrays, memory-mapped when they come from the cache: what training reads."
-    tokens: np.ndarray # [n, L] token ids of the cleaned captions (uint16 for CLIP)
-    masked_tokens: np.ndarray # [n, L] token ids of the masked captions
+    ids: np.ndarray # [n, 2, L] token ids of each cleaned caption and of its masked caption (uint16 for CLIP)
     length: np.ndarray # [n] tokens used by the longer of the two, end token included
     rule: np.ndarray # [n] the masking rule (`lincir.keywords.Rule`)
 
     def __len__(self): return len(self.length)
+    @property
+    def tokens(self) -> np.ndarray: return self.ids[:, 0]
+    @property
+    def masked_tokens(self) -> np.ndarray: return self.ids[:, 1]
 
     def batch(self, idx:np.ndarray, device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
         "Token ids and masked token ids of rows `idx`, as int64 tensors on `device`."
-        return tuple(torch.from_numpy(np.ascontiguousarray(a[idx])).to(device).long() for a in (self.tokens, self.masked_tokens))
+        rows = self.ids[idx]  # one read per caption: its two rows are side by side
+        # numpy does the small casts and copies: torch's would wake its thread pool, which costs more than the copy
+        return tuple(torch.from_numpy(np.ascontiguousarray(rows[:, j], dtype=np.int64)).to(device) for j in (0, 1))
 
     @classmethod
     def open(cls, folder) -> TokenArrays:
-        "Memory-map the arrays that `write_token_arrays` wrote in `folder`."
-        return cls(**{k: np.load(Path(folder)/f'{k}.npy', mmap_mode='r') for k in ARRAYS})
+        "Memory-map the arrays that `write_token_arrays` wrote in `folder` (plain ndarray views of the maps: cheaper to index)."
+        return cls(**{k: np.asarray(np.load(Path(folder)/f'{k}.npy', mmap_mode='r')) for k in ARRAYS})
 
 # %% ../nbs/05_captions.ipynb #ed60ee73
 def _cache_folder(ds:Dataset) -> Path|None:
@@ -241,7 +248,7 @@ def token_arrays(corpus) -> TokenArrays:
     cols = corpus.with_format('numpy')[:]
     n = len(corpus)
     rule = cols['rule'] if 'rule' in cols else np.zeros(n, np.int8)
-    return TokenArrays(np.asarray(cols['tokens']), np.asarray(cols['masked_tokens']), np.asarray(cols['length']), np.asarray(rule))
+    return TokenArrays(np.stack([cols['tokens'], cols['masked_tokens']], 1), np.asarray(cols['length']), np.asarray(rule))
 
 # %% ../nbs/05_captions.ipynb #b9201e7f
 def _tokenizer_identity(bb_or_tokenizer) -> dict:
