@@ -4,8 +4,8 @@ A synthetic masked-corpus cache of N captions is written directly as the arrays 
 writes (uint16 token ids of each caption and its masked caption side by side, 2 x 77 per caption, lengths and rules; random ids, no spaCy), memory-mapped with
 `TokenArrays.open`, and the training loop's own code is timed: `BatchSampler(...)(step)`, this rank's slice, then
 `TokenArrays.batch` (one fancy index into each map -> int64 tensors) and the lengths and rules of the rows.
-Timed at 10k and 10M captions, with the file pages cached (warm) and after evicting them (cold, first touch of each
-row from disk). The old sampler's cost per step (it rebuilt the epoch plan at every step) is measured once for comparison.
+Timed at 10k and 10M captions, with the file pages cached (warm: wall and CPU time per step) and after evicting them
+(cold: first touch of each row from disk). The old sampler's cost per step (it rebuilt the epoch plan at every step) is measured once for comparison.
 Usage: python benchmarks/data_path.py [--n 10000000] [--batch 512] [--steps 2000] [--dir DIR] [--keep]
 """
 import argparse, json, os, shutil, tempfile, time
@@ -53,28 +53,29 @@ def time_steps(data:TokenArrays, batch:int, steps:int, world:int=1, rank:int=0, 
     "Seconds per step of the loop's data path, for `steps` steps from `start` (the epoch plan is made before)."
     sampler = BatchSampler(data.length, batch, seed=0)
     sampler(start)  # the epoch's plan, computed once per epoch (timed separately)
-    ts = []
+    ts, cs = [], []
     for step in range(start, start + steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         idx = sampler(step).reshape(world, batch // world)[rank]
         tokens, masked = data.batch(idx)
         lengths, rules = data.length[idx], np.mean(data.rule[idx] != 0)
-        ts.append(time.perf_counter() - t)
+        ts.append(time.perf_counter() - t); cs.append(time.process_time() - c)
     assert tokens.shape == (batch // world, data.ids.shape[2]) and str(tokens.dtype) == 'torch.int64'
-    return np.array(ts)
+    return np.array(ts), np.array(cs)
 
 
 def measure(folder:Path, n:int, batch:int, steps:int) -> dict:
     data = TokenArrays.open(folder)
     t = time.perf_counter(); random_batches(n, batch, 0, 0); plan_s = time.perf_counter() - t
     evict(folder)
-    cold = time_steps(data, batch, min(steps, 200), start=0)
+    cold, _ = time_steps(data, batch, min(steps, 200), start=0)
     time_steps(data, batch, steps, start=0)  # touch the rows of those steps again
-    warm = time_steps(data, batch, steps, start=0)
+    warm, warm_cpu = time_steps(data, batch, steps, start=0)
     size = sum((folder/f'{k}.npy').stat().st_size for k in ARRAYS)
     per_epoch = n // batch
     return dict(captions=n, batch=batch, steps=steps, epoch_plan_s=round(plan_s, 3),
                 epoch_plan_ms_per_step=round(1e3 * plan_s / per_epoch, 4),
+                cpu_ms_per_step_median=round(1e3 * float(np.median(warm_cpu)), 3), warm_ms_per_step_min=round(1e3 * float(warm.min()), 3),
                 warm_ms_per_step_median=round(1e3 * float(np.median(warm)), 3), warm_ms_per_step_p99=round(1e3 * float(np.quantile(warm, 0.99)), 3),
                 cold_ms_per_step_median=round(1e3 * float(np.median(cold)), 3), cold_ms_per_step_p99=round(1e3 * float(np.quantile(cold, 0.99)), 3),
                 arrays_bytes=size, arrays_gib=round(size / 2**30, 3), bytes_per_caption=round(size / n, 1))
@@ -89,7 +90,8 @@ def main():
     args = ap.parse_args()
     from lincir.backbone import cache_dir
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix='bench-data-path-', dir=cache_dir()))
-    res = dict(threads_note='single process; other jobs share this machine', rows=[])
+    res = dict(note='one process; CPU ms/step (process time) is robust to other jobs on the machine, wall times are not',
+               load_avg_at_start=os.getloadavg()[0], rows=[])
     try:
         for n in (args.small, args.n):
             folder = root/f'corpus-{n}'
@@ -105,7 +107,8 @@ def main():
         if not args.keep: shutil.rmtree(root, ignore_errors=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True); Path(args.out).write_text(json.dumps(res, indent=2))
     for r in res['rows']:
-        print(f"| {r['captions']:,} captions | {r['warm_ms_per_step_median']} ms/step warm (p99 {r['warm_ms_per_step_p99']}) | "
+        print(f"| {r['captions']:,} captions | {r['cpu_ms_per_step_median']} CPU ms/step | wall {r['warm_ms_per_step_min']} min, "
+              f"{r['warm_ms_per_step_median']} median, p99 {r['warm_ms_per_step_p99']} ms/step warm | "
               f"{r['cold_ms_per_step_median']} ms/step cold | epoch plan {r['epoch_plan_s']} s once | arrays {r['arrays_gib']} GiB |")
 
 
