@@ -49,7 +49,7 @@ def work(bb, tokens, masked, chunks):
 
 
 def run_mix(bb, captions, args):
-    batches = random_batches(len(captions), args.batch, seed=0, epoch=0)[:args.steps + 1]
+    batches = random_batches(len(captions), args.batch, seed=0, epoch=0)[:args.steps + args.warmup]
     t = time.perf_counter()
     cached = mask_captions(captions, bb)  # once, before training (what lincir.captions caches on disk)
     mask_once = (time.perf_counter() - t) / len(captions)
@@ -70,18 +70,18 @@ def run_mix(bb, captions, args):
             if v == 'D': loss = train_step(bb, phi, opt, scaler, ctx, cfg, step, 0, tokens, masked)
             else: loss = plain_step(bb, phi, opt, cfg, step, tokens, masked, truncate=v == 'C')
             times.append(time.perf_counter() - t); cpu.append(time.process_time() - c); losses.append(loss)
-        out[v] = dict(captions_per_s=round(args.batch * args.steps / sum(times[1:]), 2),  # step 0 warms up
-                      captions_per_cpu_s=round(args.batch * args.steps / sum(cpu[1:]), 2), losses=losses)
+        w = args.warmup  # the first steps warm up
+        out[v] = dict(captions_per_s=round(args.batch * args.steps / sum(times[w:]), 2),
+                      captions_per_cpu_s=round(args.batch * args.steps / sum(cpu[w:]), 2), losses=losses)
     ref = out['A']['losses']
     for v in 'BCD':
         assert all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(ref, out[v]['losses'])), (v, ref, out[v]['losses'])
-    tok_b, msk_b = tok_all[batches[1:]].flatten(0, 1), msk_all[batches[1:]].flatten(0, 1)
     lengths = (tok_all.argmax(-1) + 1).float()
     speed = {v: out[v]['captions_per_cpu_s'] for v in VARIANTS}  # CPU time: robust to other jobs on the machine
     return dict(mean_tokens=round(lengths.mean().item(), 1), share_at_context=round((lengths == bb.context_length).float().mean().item(), 3),
                 captions_per_cpu_s=speed, captions_per_s_wall={v: out[v]['captions_per_s'] for v in VARIANTS}, losses=ref, losses_equal=True, mask_once_ms_per_caption=round(1e3 * mask_once, 2),
-                positions_computed=dict(B=1.0, C=round(np.mean([used_length(bb, torch.cat([tok_all[b], msk_all[b]])) for b in batches[1:]]) / bb.context_length, 3),
-                                        D=round(np.mean([work(bb, tok_all[b], msk_all[b], args.chunks) for b in batches[1:]]), 3)),
+                positions_computed=dict(B=1.0, C=round(np.mean([used_length(bb, torch.cat([tok_all[b], msk_all[b]])) for b in batches]) / bb.context_length, 3),
+                                        D=round(np.mean([work(bb, tok_all[b], msk_all[b], args.chunks) for b in batches]), 3)),
                 gain=dict(masking_cached=round(speed['B'] / speed['A'], 2), cut_to_longest=round(speed['C'] / speed['B'], 2),
                           chunks=round(speed['D'] / speed['C'], 2), total=round(speed['D'] / speed['A'], 2)))
 
@@ -89,6 +89,7 @@ def run_mix(bb, captions, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--backbone', default='ViT-B-32'); ap.add_argument('--steps', type=int, default=3)
+    ap.add_argument('--warmup', type=int, default=1, help='untimed steps first')
     ap.add_argument('--batch', type=int, default=64); ap.add_argument('--chunks', type=int, default=4)
     ap.add_argument('--mixes', nargs='+', default=['grammar', 'realistic'])
     ap.add_argument('--threads', type=int, default=1, help='torch threads; speeds are per CPU-second, so 1 thread gives per-core figures')
@@ -98,15 +99,15 @@ def main():
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         torch.manual_seed(0); bb = load_backbone(args.backbone, None)
-    n = args.batch * (args.steps + 1)
+    n = args.batch * (args.steps + args.warmup)
     make = dict(grammar=lambda: grammar_captions(n, seed=0), realistic=lambda: realistic_captions(n, seed=0))
     mask_captions(['a dog on a beach'], bb)  # load spaCy outside the timings
-    res = dict(backbone=args.backbone, batch=args.batch, steps=args.steps, chunks=args.chunks, threads=torch.get_num_threads(),
+    res = dict(backbone=args.backbone, batch=args.batch, steps=args.steps, warmup=args.warmup, chunks=args.chunks, threads=torch.get_num_threads(),
                context=bb.context_length, batching='random', load_avg_at_start=os.getloadavg()[0], variants=VARIANTS, mixes={})
     for mix in args.mixes:
         r = res['mixes'][mix] = run_mix(bb, make[mix](), args)
         s, g = r['captions_per_cpu_s'], r['gain']
-        print(f"| {mix} (mean {r['mean_tokens']} tokens, {r['share_at_context']:.0%} at 77) | " + ' | '.join(f"{s[v]}" for v in VARIANTS) +
+        print(f"| {mix} (mean {r['mean_tokens']} tokens, {r['share_at_context']:.0%} at {bb.context_length}) | " + ' | '.join(f"{s[v]}" for v in VARIANTS) +
               f" | x{g['masking_cached']} masking cached, x{g['cut_to_longest']} cut to longest, x{g['chunks']} chunks | x{g['total']} |")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True); Path(args.out).write_text(json.dumps(res, indent=2))
 
