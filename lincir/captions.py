@@ -6,21 +6,24 @@
 from __future__ import annotations
 import hashlib, json, os, re, shutil, time, warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import datasets
 import numpy as np
+import torch
 from datasets import Dataset, Features, List, Value
 from . import backbone as _backbone
 from .backbone import Backbone, cache_dir
-from .files import build_folder, remove_leftovers
+from .files import atomic_write, build_folder, remove_leftovers
 from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_captions, spacy_model_id, _tokenizer, has_words,
                              fallback_rate, rule_counts)
 
 # %% auto #0
-__all__ = ['PAPER_CORPORA', 'FILE_FORMATS', 'GENERATORS', 'CaptionError', 'register_generator', 'parse_source', 'load_captions',
-           'corpus_key', 'masked_corpus', 'corpus_meta']
+__all__ = ['PAPER_CORPORA', 'FILE_FORMATS', 'GENERATORS', 'ARRAYS', 'CaptionError', 'register_generator', 'parse_source',
+           'load_captions', 'write_token_arrays', 'TokenArrays', 'token_arrays', 'corpus_key', 'masked_corpus',
+           'corpus_meta']
 
 # %% ../nbs/05_captions.ipynb #32f4d3be
 PAPER_CORPORA = ('dangne/gcc_caption_only', 'FredZhang7/stable-diffusion-prompts-2.47M', 'Geonmo/midjourney-prompts-only')
@@ -187,6 +190,82 @@ def _features(context_length:int) -> Features:
     return Features(caption=Value('string'), masked=Value('string'), rule=Value('int8'),
                     tokens=ids, masked_tokens=ids, length=Value('int16'))
 
+# %% ../nbs/05_captions.ipynb #3be6fa05
+ARRAYS = ('ids', 'length', 'rule')
+
+def _id_dtype(vocab_size:int|None) -> np.dtype:
+    "The narrowest integer type that holds every token id (uint16 for CLIP)."
+    return np.dtype(np.uint16) if vocab_size is not None and vocab_size <= 2**16 else np.dtype(np.int32)
+
+def write_token_arrays(ds:Dataset, # a masked corpus: `tokens, masked_tokens, length, rule`
+                       folder:Path, # where the `.npy` files go
+                       vocab_size:int|None, # the tokenizer's vocabulary size (chooses the id type)
+                       rows:int=100_000) -> None:
+    "Write `ids.npy` (`[n, 2, L]`: token ids, masked token ids), `length.npy` and `rule.npy` in `folder`, each atomically, in slices of `rows`."
+    n, width = len(ds), ds.features['tokens'].length
+    kinds = dict(ids=((n, 2, width), _id_dtype(vocab_size)), length=((n,), np.dtype(np.int16)), rule=((n,), np.dtype(np.int8)))
+    src = ds.with_format('numpy', columns=['tokens', 'masked_tokens', 'length', 'rule'])
+    def part(name, i):
+        b = src[i:i+rows]
+        return np.stack([b['tokens'], b['masked_tokens']], 1) if name == 'ids' else np.asarray(b[name])
+    def fill(name):
+        shape, dtype = kinds[name]
+        def write(tmp):
+            out = np.lib.format.open_memmap(tmp, mode='w+', dtype=dtype, shape=shape)
+            for i in range(0, n, rows):
+                x = part(name, i)
+                if x.size and (x.max() > np.iinfo(dtype).max or x.min() < np.iinfo(dtype).min):
+                    raise CaptionError(f"{name} holds values outside {dtype} in {folder}; pass the tokenizer's vocab_size")
+                out[i:i+len(x)] = x
+            out.flush(); del out
+        atomic_write(Path(folder)/f'{name}.npy', write)
+    for name in ARRAYS: fill(name)
+
+# %% ../nbs/05_captions.ipynb #6f293bb5
+@dataclass
+class TokenArrays:
+    "A masked corpus as fixed-width arrays, memory-mapped when they come from the cache: what training reads."
+    ids: np.ndarray # [n, 2, L] token ids of each cleaned caption and of its masked caption (uint16 for CLIP)
+    length: np.ndarray # [n] tokens used by the longer of the two, end token included
+    rule: np.ndarray # [n] the masking rule (`lincir.keywords.Rule`)
+
+    def __len__(self): return len(self.length)
+    @property
+    def tokens(self) -> np.ndarray: return self.ids[:, 0]
+    @property
+    def masked_tokens(self) -> np.ndarray: return self.ids[:, 1]
+
+    def batch(self, idx:np.ndarray, device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
+        "Token ids and masked token ids of rows `idx`, as int64 tensors on `device`."
+        rows = self.ids[idx]  # one read per caption: its two rows are side by side
+        # numpy does the small casts and copies: torch's would wake its thread pool, which costs more than the copy
+        return tuple(torch.from_numpy(np.ascontiguousarray(rows[:, j], dtype=np.int64)).to(device) for j in (0, 1))
+
+    @classmethod
+    def open(cls, folder) -> TokenArrays:
+        "Memory-map the arrays that `write_token_arrays` wrote in `folder` (plain ndarray views of the maps: cheaper to index)."
+        return cls(**{k: np.asarray(np.load(Path(folder)/f'{k}.npy', mmap_mode='r')) for k in ARRAYS})
+
+# %% ../nbs/05_captions.ipynb #ed60ee73
+def _cache_folder(ds:Dataset) -> Path|None:
+    "The masked-corpus cache entry `ds` was loaded from, if any."
+    files = getattr(ds, 'cache_files', None)
+    folder = Path(files[0]['filename']).parent if files else None
+    return folder if folder is not None and (folder/'corpus.json').exists() else None
+
+def token_arrays(corpus) -> TokenArrays:
+    "The arrays of a masked corpus: memory-mapped from its cache entry (written there once if an older cache lacks them), else built in memory."
+    if isinstance(corpus, TokenArrays): return corpus
+    folder = _cache_folder(corpus)
+    if folder is not None:
+        if not all((folder/f'{k}.npy').exists() for k in ARRAYS):
+            write_token_arrays(corpus, folder, json.loads((folder/'corpus.json').read_text())['key']['tokenizer'].get('vocab_size'))
+        return TokenArrays.open(folder)
+    cols = corpus.with_format('numpy')[:]
+    n = len(corpus)
+    rule = cols['rule'] if 'rule' in cols else np.zeros(n, np.int8)
+    return TokenArrays(np.stack([cols['tokens'], cols['masked_tokens']], 1), np.asarray(cols['length']), np.asarray(rule))
+
 # %% ../nbs/05_captions.ipynb #b9201e7f
 def _tokenizer_identity(bb_or_tokenizer) -> dict:
     tok = _tokenizer(bb_or_tokenizer)
@@ -218,6 +297,8 @@ def _read_cached(out:Path) -> Dataset:
     json.loads((out/'corpus.json').read_text())
     ds = datasets.load_from_disk(str(out))
     ds[:1], ds[-1:]
+    if all((out/f'{k}.npy').exists() for k in ARRAYS) and len(TokenArrays.open(out)) != len(ds):
+        raise ValueError(f"token arrays of {len(TokenArrays.open(out))} rows for {len(ds)} captions")
     return ds
 
 # %% ../nbs/05_captions.ipynb #a1fc6db3
@@ -230,6 +311,7 @@ def _build(ds:Dataset, tok, key:dict, out:Path, seed:int, masking:str, num_proc:
         if len(masked) == 0: raise CaptionError(f"No usable captions: all {len(ds)} are empty or punctuation only after cleaning.")
         if len(masked) < len(ds): _report_dropped(ds, len(ds) - len(masked))
         masked.save_to_disk(str(target))
+        write_token_arrays(masked, target, key['tokenizer']['vocab_size'])
         meta = dict(key=key, captions=len(ds), kept=len(masked), rules=rule_counts(masked), created=time.strftime('%Y-%m-%d %H:%M:%S'))
         meta['rules']['skipped'] = len(ds) - len(masked)
         (target/'corpus.json').write_text(json.dumps(meta, indent=1, default=str))
