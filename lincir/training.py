@@ -76,9 +76,11 @@ class TrainConfig:
         need(self.device == 'auto' or self.device.split(':')[0] in ('cpu', 'cuda'), f"device must be auto|cpu|cuda[:N], got {self.device!r}")
         if isinstance(self.captions, str): self.captions = [self.captions]
         need(len(self.captions) > 0, "captions must name at least one source")
+        from lincir.captions import CaptionError, parse_source  # hub names (org/name) are not files
         for src in self.captions:
-            local = not src.startswith('shapes') and (os.path.sep in src or Path(src).suffix)
-            need(not local or Path(src).exists(), f"caption file not found: {src}")
+            try: spec = parse_source(str(src))
+            except CaptionError as err: need(False, str(err))
+            need(spec['kind'] != 'file' or Path(spec['path']).exists(), f"caption file not found: {src}")
         resolve_pretrained(self.backbone, self.pretrained)  # unknown backbone / missing weights -> BackboneError
         return self
 
