@@ -277,6 +277,7 @@ def train(cfg:TrainConfig, # validated settings
 
     torch.manual_seed(cfg.seed)  # also makes a random-weight backbone (pretrained=None) reproducible
     bb = load_backbone(cfg.backbone, cfg.pretrained, device=dev)
+    if writer: atomic_write_json(run/'config.json', dict(dataclasses.asdict(cfg), backbone_activation=bb.activations))
     corpus = corpus if corpus is not None else _corpus(cfg, bb, rank)
     lengths = np.asarray(corpus['length'])
     if validator is None and writer: validator = _default_validator(cfg, bb)
