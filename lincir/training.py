@@ -31,7 +31,7 @@ class TrainConfig:
     pretrained: str|None = 'sandbox'  # tag, checkpoint path, 'sandbox' or None
     captions: list = field(default_factory=lambda: ['shapes'])  # hub names, local files, or 'shapes[:N]'
     caption_column: str = 'text'
-    masking: str = 'keywords'  # 'keywords' (the paper) or 'random' (one random word; an ablation)
+    masking: str = 'keywords'  # 'keywords' (the paper, whole tokens), 'reference' (the official str.replace) or 'random' (an ablation)
     steps: int = 1000
     batch_size: int = 256  # total per optimiser step (all processes x accumulation)
     grad_accum: int = 1
@@ -67,7 +67,7 @@ class TrainConfig:
              f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.schedule in ('constant', 'cosine'), f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        need(self.masking in ('keywords', 'random'), f"masking must be 'keywords' or 'random', got {self.masking!r}")
+        need(self.masking in ('keywords', 'reference', 'random'), f"masking must be 'keywords', 'reference' or 'random', got {self.masking!r}")
         need(self.precision in ('auto', 'fp32', 'bf16', 'fp16'), f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
         need(self.noise_scale >= 0, f"noise_scale must be >= 0, got {self.noise_scale}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
