@@ -140,6 +140,7 @@ def test_readme_lists_the_real_commands():
     assert sum('nbs/train.ipynb' in c for c in cmds) >= 1, cmds
     assert sum('nbs/evaluate.ipynb' in c for c in cmds) >= 6, cmds
     assert sum('nbs/demo.ipynb' in c for c in cmds) >= 1, cmds
+    assert sum('lincir.phi import' in c for c in cmds) >= 1, cmds  # the released checkpoint
 
 
 @pytest.mark.parametrize('argv', real_commands(), ids=lambda a: ' '.join(a)[:90])
