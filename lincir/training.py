@@ -15,14 +15,15 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .backbone import Backbone, BackboneError, load_backbone, resolve_pretrained
+from .backbone import Backbone, BackboneError, load_backbone, local_model_names, resolve_pretrained
 from .files import atomic_write, atomic_write_json, build_folder, finished_folder
 from .phi import Phi, save_phi
 from .smp import smp_loss
 
 # %% auto #0
 __all__ = ['TrainConfig', 'mixed_precision', 'epoch_batches', 'batch_at', 'save_checkpoint', 'load_checkpoint',
-           'setup_distributed', 'lr_at', 'train_step', 'read_metrics', 'plot_run', 'train', 'parse_args', 'main']
+           'setup_distributed', 'lr_at', 'ema_decay', 'train_step', 'read_metrics', 'plot_run', 'train', 'parse_args',
+           'main']
 
 # %% ../nbs/06_training.ipynb #89fba6bc
 @dataclass
@@ -47,7 +48,7 @@ class TrainConfig:
     seed: int = 0
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
     precision: str = 'auto'  # auto (bf16 on CUDA if supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
-    val_benchmark: str|None = 'shapes'  # None to skip validation
+    val_benchmark: str|None = 'auto'  # 'name[:folder]' (cirr:/data/CIRR, shapes, ...), None to skip; auto: shapes for a sandbox backbone, refused for a real one
     val_split: str = 'val'
     val_metric: str = 'auto'  # metric that selects the best checkpoint; auto = the benchmark's headline metric
     val_every: int = 100
@@ -82,6 +83,12 @@ class TrainConfig:
             except CaptionError as err: need(False, str(err))
             need(spec['kind'] != 'file' or Path(spec['path']).exists(), f"caption file not found: {src}")
         resolve_pretrained(self.backbone, self.pretrained)  # unknown backbone / missing weights -> BackboneError
+        if self.val_benchmark == 'auto':  # the Shapes sandbox means nothing for a real CLIP: ask for a real benchmark
+            need(self.pretrained in ('sandbox', None) or self.backbone in local_model_names(),
+                 f"val_benchmark: with a real backbone ({self.backbone}, {self.pretrained}) validation on the Shapes sandbox would select "
+                 "best/ on a meaningless benchmark. Validate on CIRR: --val_benchmark cirr:/path/to/CIRR --val_every 1000 (papermill: "
+                 "-p val_benchmark cirr:/path/to/CIRR); or train without validation: --val_benchmark none; or insist: --val_benchmark shapes")
+            self.val_benchmark = 'shapes'
         return self
 
     @classmethod
@@ -175,6 +182,10 @@ def lr_at(cfg:TrainConfig, step:int) -> float:
     if cfg.schedule == 'constant': return cfg.lr
     t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+def ema_decay(decay:float, t:int) -> float:
+    "EMA decay at optimiser step `t` (1-based): the reference's warm-up `min(decay, (1 + t) / (10 + t))`."
+    return min(decay, (1 + t) / (10 + t))
 
 # %% ../nbs/06_training.ipynb #cb393f62
 def _seed_for(cfg, step, rank, micro=0): return (cfg.seed * 1_000_003 + step) * 1_009 + rank * 101 + micro
@@ -315,7 +326,7 @@ def train(cfg:TrainConfig, # validated settings
                                          f"checkpoint is in {run/'checkpoint'}. Try a lower lr, grad_clip, or precision='bf16'/'fp32'.")
             if ema is not None:
                 with torch.no_grad():
-                    for pe, p in zip(ema.parameters(), phi.parameters()): pe.lerp_(p, 1 - cfg.ema)
+                    for pe, p in zip(ema.parameters(), phi.parameters()): pe.lerp_(p, 1 - ema_decay(cfg.ema, step + 1))
             step += 1; bar.update(1)
             window.append((loss, float(np.mean(np.asarray(rows['rule']) != 0))))
             if writer and (step % cfg.log_every == 0 or step == cfg.steps):
