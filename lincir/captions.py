@@ -277,7 +277,7 @@ def corpus_key(identities:list[dict], bb_or_tokenizer, column:str, limit, seed:i
     "Everything a masked corpus depends on."
     return dict(sources=identities, column=column, limit=limit, shuffle=shuffle, seed=seed,
                 tokenizer=_tokenizer_identity(bb_or_tokenizer),
-                masking=dict(kind=masking, version=MASKING_VERSION, spacy=spacy_model_id() if masking == 'keywords' else None))
+                masking=dict(kind=masking, version=MASKING_VERSION, spacy=spacy_model_id() if masking != 'random' else None))
 
 def _key_hash(key:dict) -> str: return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -324,7 +324,7 @@ def masked_corpus(sources:list[str]|str, # files, hub names, generators (`shapes
                   column:str='text', # caption column of json/csv/parquet files and hub datasets
                   limit:int|None=None, # at most this many captions from each source
                   shuffle:bool=False, # shuffle the mixed corpus before masking
-                  masking:str='keywords', # 'keywords' (the paper) or 'random' (an ablation)
+                  masking:str='keywords', # 'keywords' (the paper, whole tokens), 'reference' (the official code's str.replace) or 'random' (an ablation)
                   num_proc:int=1, # processes for masking
                   batch_size:int=1000, # captions per map batch
                   refresh:bool=False, # rebuild even if cached

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .backbone import Backbone, BackboneError, load_backbone, resolve_pretrained
+from .backbone import Backbone, BackboneError, load_backbone, local_model_names, resolve_pretrained
 from .files import RunLock, atomic_write, atomic_write_json, build_folder, finished_folder, remove_leftovers
 from .phi import Phi, save_phi
 from .captions import token_arrays
@@ -23,9 +23,9 @@ from .smp import smp_loss, sample_noise
 
 # %% auto #0
 __all__ = ['BATCHINGS', 'TrainConfig', 'mixed_precision', 'random_batches', 'epoch_batches', 'batch_at', 'BatchSampler',
-           'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'setup_distributed', 'lr_at', 'step_noise',
-           'length_chunks', 'train_step', 'StopRequested', 'StopSignals', 'read_metrics', 'plot_run', 'train',
-           'parse_args', 'main']
+           'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'setup_distributed', 'lr_at', 'ema_decay',
+           'step_noise', 'length_chunks', 'train_step', 'StopRequested', 'StopSignals', 'read_metrics', 'plot_run',
+           'train', 'parse_args', 'main']
 
 # %% ../nbs/06_training.ipynb #89fba6bc
 BATCHINGS = ('random', 'grouped')
@@ -36,7 +36,7 @@ class TrainConfig:
     pretrained: str|None = 'sandbox'  # tag, checkpoint path, 'sandbox' or None
     captions: list = field(default_factory=lambda: ['shapes'])  # hub names, local files, or 'shapes[:N]'
     caption_column: str = 'text'
-    masking: str = 'keywords'  # 'keywords' (the paper) or 'random' (one random word; an ablation)
+    masking: str = 'keywords'  # 'keywords' (the paper, whole tokens), 'reference' (the official str.replace) or 'random' (an ablation)
     steps: int = 1000
     batch_size: int = 256  # total per optimiser step (all processes x accumulation)
     grad_accum: int = 1
@@ -54,7 +54,7 @@ class TrainConfig:
     seed: int = 0
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
     precision: str = 'auto'  # auto (bf16 on CUDA if supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
-    val_benchmark: str|None = 'shapes'  # None to skip validation
+    val_benchmark: str|None = 'auto'  # 'name[:folder]' (cirr:/data/CIRR, shapes, ...), None to skip; auto: shapes for a sandbox backbone, refused for a real one
     val_split: str = 'val'
     val_metric: str = 'auto'  # metric that selects the best checkpoint; auto = the benchmark's headline metric
     val_every: int = 100
@@ -80,7 +80,7 @@ class TrainConfig:
         need(isinstance(self.chunks, int) and self.chunks >= 1, f"chunks must be an integer >= 1, got {self.chunks!r}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.schedule in ('constant', 'cosine'), f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        need(self.masking in ('keywords', 'random'), f"masking must be 'keywords' or 'random', got {self.masking!r}")
+        need(self.masking in ('keywords', 'reference', 'random'), f"masking must be 'keywords', 'reference' or 'random', got {self.masking!r}")
         need(self.precision in ('auto', 'fp32', 'bf16', 'fp16'), f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
         need(self.noise_scale >= 0, f"noise_scale must be >= 0, got {self.noise_scale}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
@@ -89,10 +89,18 @@ class TrainConfig:
         need(self.device == 'auto' or self.device.split(':')[0] in ('cpu', 'cuda'), f"device must be auto|cpu|cuda[:N], got {self.device!r}")
         if isinstance(self.captions, str): self.captions = [self.captions]
         need(len(self.captions) > 0, "captions must name at least one source")
+        from lincir.captions import CaptionError, parse_source  # hub names (org/name) are not files
         for src in self.captions:
-            local = not src.startswith('shapes') and (os.path.sep in src or Path(src).suffix)
-            need(not local or Path(src).exists(), f"caption file not found: {src}")
+            try: spec = parse_source(str(src))
+            except CaptionError as err: need(False, str(err))
+            need(spec['kind'] != 'file' or Path(spec['path']).exists(), f"caption file not found: {src}")
         resolve_pretrained(self.backbone, self.pretrained)  # unknown backbone / missing weights -> BackboneError
+        if self.val_benchmark == 'auto':  # the Shapes sandbox means nothing for a real CLIP: ask for a real benchmark
+            need(self.pretrained in ('sandbox', None) or self.backbone in local_model_names(),
+                 f"val_benchmark: with a real backbone ({self.backbone}, {self.pretrained}) validation on the Shapes sandbox would select "
+                 "best/ on a meaningless benchmark. Validate on CIRR: --val_benchmark cirr:/path/to/CIRR --val_every 1000 (papermill: "
+                 "-p val_benchmark cirr:/path/to/CIRR); or train without validation: --val_benchmark none; or insist: --val_benchmark shapes")
+            self.val_benchmark = 'shapes'
         return self
 
     @classmethod
@@ -260,6 +268,10 @@ def lr_at(cfg:TrainConfig, step:int) -> float:
     if cfg.schedule == 'constant': return cfg.lr
     t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+def ema_decay(decay:float, t:int) -> float:
+    "EMA decay at optimiser step `t` (1-based): the reference's warm-up `min(decay, (1 + t) / (10 + t))`."
+    return min(decay, (1 + t) / (10 + t))
 
 # %% ../nbs/06_training.ipynb #cb393f62
 def _seed_for(cfg, step, rank, micro=0): return (cfg.seed * 1_000_003 + step) * 1_009 + rank * 101 + micro
@@ -472,7 +484,8 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
     if validator is not None: _check_val_metric(cfg, validator)
     data = token_arrays(corpus) if corpus is not None else _corpus(cfg, bb, rank)
     _check_corpus_size(len(data), cfg)
-    if writer: atomic_write_json(run/'config.json', dataclasses.asdict(cfg))  # settings all checked: the folder is this run's
+    if writer:  # settings all checked: the folder is this run's
+        atomic_write_json(run/'config.json', dict(dataclasses.asdict(cfg), backbone_activation=bb.activations))
     sampler = BatchSampler(data.length, cfg.batch_size, cfg.seed, cfg.batching)
 
     torch.manual_seed(cfg.seed)  # identical initial Phi on every rank
@@ -530,7 +543,7 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
             if not math.isfinite(loss): raise FloatingPointError(_nonfinite_message(run, loss, step, cfg))
             if ema is not None:
                 with torch.no_grad():
-                    for pe, p in zip(ema.parameters(), phi.parameters()): pe.lerp_(p, 1 - cfg.ema)
+                    for pe, p in zip(ema.parameters(), phi.parameters()): pe.lerp_(p, 1 - ema_decay(cfg.ema, step + 1))
             step += 1; bar.update(1)
             window.append((loss, float(np.mean(data.rule[idx] != 0))))
             if writer and (step % cfg.log_every == 0 or step == cfg.steps):
