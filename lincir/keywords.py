@@ -217,7 +217,7 @@ def mask_captions(captions:list, # raw captions (any value; None counts as empty
     docs = _docs(spacy_nlp(), texts, batch_size) if masking != 'random' else [None] * len(texts)
     masked = [_mask_one(d, t, seed, i, masking) for d, t, i in zip(docs, texts, indices)]
     has_pid = (tok([m for m, _ in masked]) == pid).any(1).tolist()
-    return [MaskedCaption(t, m, r) if r == Rule.SKIPPED or ok else MaskedCaption(t, PHOTO_OF, Rule.PHOTO_OF)
+    return [MaskedCaption('', '', r) if r == Rule.SKIPPED else MaskedCaption(t, m, r) if ok else MaskedCaption(t, PHOTO_OF, Rule.PHOTO_OF)
             for t, (m, r), ok in zip(texts, masked, has_pid)]
 
 # %% ../nbs/01_keywords.ipynb #883c515f
