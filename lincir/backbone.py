@@ -12,14 +12,15 @@ import numpy as np
 import torch
 import open_clip
 import lincir
-from open_clip.transformer import text_global_pool
+from open_clip.transformer import QuickGELU, text_global_pool
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CONFIG_DIR', 'encode_text_with_pseudo_tokens', 'data_dir', 'cache_dir', 'local_model_names', 'BackboneError',
-           'resolve_pretrained', 'placeholder_token_id', 'Backbone', 'load_backbone', 'tokenize_with_placeholders',
-           'used_length', 'encode_text', 'open_image', 'input_side', 'encode_images']
+           'resolve_pretrained', 'placeholder_token_id', 'tower_activations', 'Backbone', 'pretrained_quick_gelu',
+           'load_backbone', 'tokenize_with_placeholders', 'used_length', 'encode_text', 'open_image', 'input_side',
+           'encode_images']
 
 # %% ../nbs/00_backbone.ipynb #aa4dc68e
 _PKG = Path(lincir.__file__).resolve().parent
@@ -123,6 +124,16 @@ def _text_tower(model):
         raise BackboneError(f"{type(model).__name__}: LinCIR needs a CLIP-style text transformer with a token embedding.")
     return tower
 
+def _activations(module) -> str:
+    "Class names of the activation modules in `module`, e.g. 'QuickGELU' ('+'-joined if several kinds)."
+    kinds = {type(m).__name__ for m in module.modules() if isinstance(m, QuickGELU) or
+             (type(m).__module__ == 'torch.nn.modules.activation' and not isinstance(m, torch.nn.MultiheadAttention))}
+    return '+'.join(sorted(kinds)) or 'none'
+
+def tower_activations(model) -> dict:
+    "The activation functions of the text and the image tower."
+    return dict(text=_activations(_text_tower(model).transformer), image=_activations(model.visual))
+
 @dataclass(eq=False)
 class Backbone:
     "A frozen CLIP and what LinCIR needs from it."
@@ -147,10 +158,27 @@ class Backbone:
     def device(self) -> torch.device: return self.text.token_embedding.weight.device
     @property
     def dtype(self) -> torch.dtype: return self.text.token_embedding.weight.dtype
+    @property
+    def activations(self) -> dict: return tower_activations(self.model)
+    @property
+    def activation(self) -> str:
+        "The towers' activation: 'QuickGELU' (OpenAI weights), 'GELU', or e.g. 'text GELU, image ReLU' when they differ."
+        a = self.activations
+        return a['text'] if a['text'] == a['image'] else f"text {a['text']}, image {a['image']}"
     def tokenize(self, texts:list[str]) -> torch.Tensor:
         "Token ids `[n, context_length]` on the backbone's device."
         return self.tokenizer(list(texts)).to(self.device)
-    def __repr__(self): return f"Backbone({self.name!r}, pretrained={self.pretrained!r}, d={self.embed_dim}, w={self.width})"
+    def __repr__(self):
+        return f"Backbone({self.name!r}, pretrained={self.pretrained!r}, d={self.embed_dim}, w={self.width}, act={self.activation!r})"
+
+# %% ../nbs/00_backbone.ipynb #77baf41b
+def pretrained_quick_gelu(name:str, # open_clip model name
+                          pretrained:str|None, # tag, file or None
+                         ) -> bool:
+    "Whether open_clip's pretrained config for the tag `pretrained` of `name` says the weights were trained with QuickGELU."
+    if not pretrained or name.startswith(('hf-hub:', 'local-dir:')) or pretrained not in open_clip.list_pretrained_tags_by_model(name):
+        return False
+    return bool(open_clip.get_pretrained_cfg(name, pretrained).get('quick_gelu', False))
 
 # %% ../nbs/00_backbone.ipynb #3e62d2ae
 def load_backbone(name:str, # open_clip name (`ViT-L-14`), `hf-hub:org/repo`, or a lincir config (`shapes-clip`)
@@ -163,10 +191,14 @@ def load_backbone(name:str, # open_clip name (`ViT-L-14`), `hf-hub:org/repo`, or
     weights = resolve_pretrained(name, pretrained, cache_dir)
     if weights is None and not name.startswith(('hf-hub:', 'local-dir:')):
         warnings.warn(f"{name}: random weights (pretrained=None); use this for tests and speed benchmarks only.")
+    if weights and Path(weights).suffix and f'{name}-quickgelu' in open_clip.list_models():
+        warnings.warn(f"{name} with the local file {weights}: built with GELU. If these are OpenAI weights (trained with "
+                      f"QuickGELU), use the model name '{name}-quickgelu' instead.")
     if torch.device(device).type == 'cpu' and hasattr(torch, 'set_flush_denormal'):
         torch.set_flush_denormal(True)  # denormals made identical CPU steps swing 3-7x in time
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device, cache_dir=cache_dir)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device, cache_dir=cache_dir,
+                                                                     force_quick_gelu=pretrained_quick_gelu(name, weights))
     except Exception as e:
         raise BackboneError(f"Could not load {name!r} with pretrained={pretrained!r}: {e}") from e
     model = model.to(dtype=dtype).eval().requires_grad_(False)

@@ -19,8 +19,8 @@ from .retrieval import DEFAULT_TEMPLATE, Prediction, Query, file_key, image_feat
 # %% auto #0
 __all__ = ['LAYOUTS', 'FIQ_CATEGORIES', 'GENECIS_TASKS', 'BENCHMARKS', 'DEFAULT_SPLITS', 'VALIDATION_SPLITS', 'HEADLINES',
            'LayoutError', 'read_json', 'get', 'Benchmark', 'load_cirr', 'load_circo', 'fiq_captions', 'load_fashioniq',
-           'square_crop', 'Crop', 'load_genecis', 'shapes_root', 'load_benchmark', 'evaluate', 'Validator',
-           'make_validator']
+           'square_crop', 'Crop', 'load_genecis', 'shapes_root', 'load_benchmark', 'evaluate', 'metric_names',
+           'Validator', 'make_validator']
 
 # %% ../nbs/09_benchmarks.ipynb #c2681c75
 LAYOUTS = {
@@ -326,12 +326,20 @@ def evaluate(bench:Benchmark, bb:Backbone, method:str='lincir',
     return {**m, 'queries': len(p.rankings), 'skipped_images': len(p.skipped_images),
             'skipped_queries': len(p.skipped_queries)}, p
 
+# %% ../nbs/09_benchmarks.ipynb #f0786b4b
+def metric_names(bench:Benchmark) -> list[str]:
+    "The names of the metrics `bench` reports (none for a split without ground truth); cheap: no image is read."
+    if bench.metric is None or not bench.queries: return []
+    qs = bench.queries
+    p = Prediction({q.id: q.targets[:1] for q in qs}, {q.id: q.targets[:1] for q in qs if q.subset is not None}, [], [])
+    return list(bench.metric(qs, p))
+
 # %% ../nbs/09_benchmarks.ipynb #9310f28e
 class Validator:
     "`validator(phi) -> metrics` of LinCIR on one benchmark split; `headline` names the selection metric."
     def __init__(self, bench:Benchmark, bb:Backbone, templates=(DEFAULT_TEMPLATE,), l2_normalize:bool=False, skip_bad:bool=False):
         self.bench, self.bb, self.templates, self.l2, self.skip_bad = bench, bb, list(templates), l2_normalize, skip_bad
-        self.headline = HEADLINES[bench.name]
+        self.headline, self.metric_names = HEADLINES[bench.name], metric_names(bench)
         missing = set(bench.check_files(skip_bad))
         self.features = image_features(bb, {i: s for i, s in bench.images.items() if i not in missing}, skip_bad=skip_bad)
         self.features = (self.features[0], self.features[1], sorted(missing) + self.features[2])
@@ -344,8 +352,12 @@ class Validator:
 def make_validator(benchmark:str, # a name (data in the default place: shapes only) or 'name:folder', e.g. 'cirr:/data/cirr'
                    bb:Backbone, root=None, split:str|None=None,
                    max_queries:int|None=None, # validate on the first queries only
+                   metric:str='auto', # the selection metric: refused before any image is encoded if the benchmark lacks it
                    **kwargs) -> Validator: # templates, l2_normalize, skip_bad
     "A `Validator` for a benchmark split (default: its validation split, ShapesCIR `val`)."
     name, _, folder = benchmark.partition(':')
     split = split or VALIDATION_SPLITS.get(name)
-    return Validator(load_benchmark(name, root or folder or None, split).head(max_queries), bb, **kwargs)
+    bench = load_benchmark(name, root or folder or None, split).head(max_queries)
+    if metric != 'auto' and metric not in (names := metric_names(bench)):
+        raise ValueError(f"val_metric {metric!r} is not a metric of {name} ({split}); choose one of {names} or 'auto' ({HEADLINES[name]})")
+    return Validator(bench, bb, **kwargs)

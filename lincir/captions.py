@@ -4,23 +4,26 @@
 
 # %% ../nbs/05_captions.ipynb #d058f70e
 from __future__ import annotations
-import hashlib, json, os, re, shutil, time
+import hashlib, json, os, re, shutil, time, warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import datasets
 import numpy as np
+import torch
 from datasets import Dataset, Features, List, Value
 from . import backbone as _backbone
 from .backbone import Backbone, cache_dir
-from .files import build_folder
-from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_captions, spacy_model_id, _tokenizer,
+from .files import atomic_write, build_folder, remove_leftovers
+from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_captions, spacy_model_id, _tokenizer, has_words,
                              fallback_rate, rule_counts)
 
 # %% auto #0
-__all__ = ['PAPER_CORPORA', 'FILE_FORMATS', 'GENERATORS', 'CaptionError', 'register_generator', 'parse_source', 'load_captions',
-           'corpus_key', 'masked_corpus', 'corpus_meta']
+__all__ = ['PAPER_CORPORA', 'FILE_FORMATS', 'GENERATORS', 'ARRAYS', 'CaptionError', 'register_generator', 'parse_source',
+           'load_captions', 'write_token_arrays', 'TokenArrays', 'token_arrays', 'corpus_key', 'masked_corpus',
+           'corpus_meta']
 
 # %% ../nbs/05_captions.ipynb #32f4d3be
 PAPER_CORPORA = ('dangne/gcc_caption_only', 'FredZhang7/stable-diffusion-prompts-2.47M', 'Geonmo/midjourney-prompts-only')
@@ -65,20 +68,36 @@ def _read_file(path:str) -> Dataset:
     if not p.exists(): raise CaptionError(f"Caption file not found: {p}")
     if p.is_dir() or p.suffix.lower() not in FILE_FORMATS:
         raise CaptionError(f"Cannot read captions from {p}: supported files are {', '.join(FILE_FORMATS)}")
+    _check_not_empty(p)
     reader = getattr(Dataset, f'from_{FILE_FORMATS[p.suffix.lower()]}')
     try: return reader(str(p), cache_dir=str(cache_dir()/'datasets'))
-    except Exception as e: raise CaptionError(f"Cannot read captions from {p}: {type(e).__name__}: {e}") from e
+    except Exception as e:
+        root = e
+        while root.__cause__ or root.__context__: root = root.__cause__ or root.__context__
+        raise CaptionError(f"Cannot read captions from {p}: {type(root).__name__}: {str(root)[:300]}") from None
 
 def _caption_column(ds:Dataset, column:str, where:str) -> Dataset:
     "`ds` reduced to its `column`, renamed `caption`, as strings."
     if column not in ds.column_names:
         raise CaptionError(f"{where} has no column {column!r}; its columns: {', '.join(ds.column_names) or 'none'}. "
-                           "Choose one with `column=`.")
+                           "Choose one with --caption_column (python -m lincir.training), caption_column= (TrainConfig, "
+                           "the train notebook's `extra`) or column= (load_captions, masked_corpus).")
     ds = ds.select_columns([column])
     if column != 'caption': ds = ds.rename_column(column, 'caption')
     if ds.features['caption'] == Value('string'): return ds
-    try: return ds.cast_column('caption', Value('string'))
-    except Exception as e: raise CaptionError(f"{where}: column {column!r} is not text ({ds.features['caption']})") from e
+    if ds.features['caption'] == Value('large_string'): return ds.cast_column('caption', Value('string'))
+    return _as_text(ds)
+
+# %% ../nbs/05_captions.ipynb #812243b4
+def _as_text(ds:Dataset) -> Dataset:
+    "`ds`'s `caption` column as strings, converted per value (None stays None: an empty caption)."
+    def conv(b): return {'caption': [v if v is None or isinstance(v, str) else str(v) for v in b['caption']]}
+    return ds.map(conv, batched=True, features=Features(caption=Value('string')), desc='captions as text')
+
+def _check_not_empty(p:Path):
+    if p.stat().st_size == 0 or (p.stat().st_size < 2**20 and not p.read_text(errors='replace').strip()):
+        what = 'one caption per line' if p.suffix.lower() == '.txt' else f'captions ({p.suffix} rows)'
+        raise CaptionError(f"Caption file {p} is empty: it should hold {what}.")
 
 # %% ../nbs/05_captions.ipynb #2e5ad56d
 def _hub_cached(name:str) -> bool:
@@ -171,6 +190,82 @@ def _features(context_length:int) -> Features:
     return Features(caption=Value('string'), masked=Value('string'), rule=Value('int8'),
                     tokens=ids, masked_tokens=ids, length=Value('int16'))
 
+# %% ../nbs/05_captions.ipynb #3be6fa05
+ARRAYS = ('ids', 'length', 'rule')
+
+def _id_dtype(vocab_size:int|None) -> np.dtype:
+    "The narrowest integer type that holds every token id (uint16 for CLIP)."
+    return np.dtype(np.uint16) if vocab_size is not None and vocab_size <= 2**16 else np.dtype(np.int32)
+
+def write_token_arrays(ds:Dataset, # a masked corpus: `tokens, masked_tokens, length, rule`
+                       folder:Path, # where the `.npy` files go
+                       vocab_size:int|None, # the tokenizer's vocabulary size (chooses the id type)
+                       rows:int=100_000) -> None:
+    "Write `ids.npy` (`[n, 2, L]`: token ids, masked token ids), `length.npy` and `rule.npy` in `folder`, each atomically, in slices of `rows`."
+    n, width = len(ds), ds.features['tokens'].length
+    kinds = dict(ids=((n, 2, width), _id_dtype(vocab_size)), length=((n,), np.dtype(np.int16)), rule=((n,), np.dtype(np.int8)))
+    src = ds.with_format('numpy', columns=['tokens', 'masked_tokens', 'length', 'rule'])
+    def part(name, i):
+        b = src[i:i+rows]
+        return np.stack([b['tokens'], b['masked_tokens']], 1) if name == 'ids' else np.asarray(b[name])
+    def fill(name):
+        shape, dtype = kinds[name]
+        def write(tmp):
+            out = np.lib.format.open_memmap(tmp, mode='w+', dtype=dtype, shape=shape)
+            for i in range(0, n, rows):
+                x = part(name, i)
+                if x.size and (x.max() > np.iinfo(dtype).max or x.min() < np.iinfo(dtype).min):
+                    raise CaptionError(f"{name} holds values outside {dtype} in {folder}; pass the tokenizer's vocab_size")
+                out[i:i+len(x)] = x
+            out.flush(); del out
+        atomic_write(Path(folder)/f'{name}.npy', write)
+    for name in ARRAYS: fill(name)
+
+# %% ../nbs/05_captions.ipynb #6f293bb5
+@dataclass
+class TokenArrays:
+    "A masked corpus as fixed-width arrays, memory-mapped when they come from the cache: what training reads."
+    ids: np.ndarray # [n, 2, L] token ids of each cleaned caption and of its masked caption (uint16 for CLIP)
+    length: np.ndarray # [n] tokens used by the longer of the two, end token included
+    rule: np.ndarray # [n] the masking rule (`lincir.keywords.Rule`)
+
+    def __len__(self): return len(self.length)
+    @property
+    def tokens(self) -> np.ndarray: return self.ids[:, 0]
+    @property
+    def masked_tokens(self) -> np.ndarray: return self.ids[:, 1]
+
+    def batch(self, idx:np.ndarray, device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
+        "Token ids and masked token ids of rows `idx`, as int64 tensors on `device`."
+        rows = self.ids[idx]  # one read per caption: its two rows are side by side
+        # numpy does the small casts and copies: torch's would wake its thread pool, which costs more than the copy
+        return tuple(torch.from_numpy(np.ascontiguousarray(rows[:, j], dtype=np.int64)).to(device) for j in (0, 1))
+
+    @classmethod
+    def open(cls, folder) -> TokenArrays:
+        "Memory-map the arrays that `write_token_arrays` wrote in `folder` (plain ndarray views of the maps: cheaper to index)."
+        return cls(**{k: np.asarray(np.load(Path(folder)/f'{k}.npy', mmap_mode='r')) for k in ARRAYS})
+
+# %% ../nbs/05_captions.ipynb #ed60ee73
+def _cache_folder(ds:Dataset) -> Path|None:
+    "The masked-corpus cache entry `ds` was loaded from, if any."
+    files = getattr(ds, 'cache_files', None)
+    folder = Path(files[0]['filename']).parent if files else None
+    return folder if folder is not None and (folder/'corpus.json').exists() else None
+
+def token_arrays(corpus) -> TokenArrays:
+    "The arrays of a masked corpus: memory-mapped from its cache entry (written there once if an older cache lacks them), else built in memory."
+    if isinstance(corpus, TokenArrays): return corpus
+    folder = _cache_folder(corpus)
+    if folder is not None:
+        if not all((folder/f'{k}.npy').exists() for k in ARRAYS):
+            write_token_arrays(corpus, folder, json.loads((folder/'corpus.json').read_text())['key']['tokenizer'].get('vocab_size'))
+        return TokenArrays.open(folder)
+    cols = corpus.with_format('numpy')[:]
+    n = len(corpus)
+    rule = cols['rule'] if 'rule' in cols else np.zeros(n, np.int8)
+    return TokenArrays(np.stack([cols['tokens'], cols['masked_tokens']], 1), np.asarray(cols['length']), np.asarray(rule))
+
 # %% ../nbs/05_captions.ipynb #b9201e7f
 def _tokenizer_identity(bb_or_tokenizer) -> dict:
     tok = _tokenizer(bb_or_tokenizer)
@@ -182,9 +277,29 @@ def corpus_key(identities:list[dict], bb_or_tokenizer, column:str, limit, seed:i
     "Everything a masked corpus depends on."
     return dict(sources=identities, column=column, limit=limit, shuffle=shuffle, seed=seed,
                 tokenizer=_tokenizer_identity(bb_or_tokenizer),
-                masking=dict(kind=masking, version=MASKING_VERSION, spacy=spacy_model_id() if masking == 'keywords' else None))
+                masking=dict(kind=masking, version=MASKING_VERSION, spacy=spacy_model_id() if masking != 'random' else None))
 
 def _key_hash(key:dict) -> str: return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+# %% ../nbs/05_captions.ipynb #a78dcda0
+def _report_dropped(ds:Dataset, n:int, shown:int=3):
+    "Warn that `n` of `ds`'s captions were dropped as empty or punctuation only, with a few examples."
+    examples = []
+    for batch in ds.iter(batch_size=10_000):
+        examples += [c for c in batch['caption'] if c and c.strip() and not has_words(c)][:shown - len(examples)]
+        if len(examples) >= shown: break
+    warnings.warn(f"{n} of {len(ds)} captions have no letter or digit (empty or punctuation only"
+                  f"{', e.g. ' + ', '.join(map(repr, examples)) if examples else ''}) and were dropped: nothing to mask in them.",
+                  stacklevel=3)
+
+def _read_cached(out:Path) -> Dataset:
+    "A cached masked corpus, checked: its description and every column readable."
+    json.loads((out/'corpus.json').read_text())
+    ds = datasets.load_from_disk(str(out))
+    ds[:1], ds[-1:]
+    if all((out/f'{k}.npy').exists() for k in ARRAYS) and len(TokenArrays.open(out)) != len(ds):
+        raise ValueError(f"token arrays of {len(TokenArrays.open(out))} rows for {len(ds)} captions")
+    return ds
 
 # %% ../nbs/05_captions.ipynb #a1fc6db3
 def _build(ds:Dataset, tok, key:dict, out:Path, seed:int, masking:str, num_proc:int, batch_size:int) -> None:
@@ -193,8 +308,10 @@ def _build(ds:Dataset, tok, key:dict, out:Path, seed:int, masking:str, num_proc:
                         fn_kwargs=dict(tokenizer=tok, seed=seed, masking=masking), remove_columns=ds.column_names,
                         features=_features(tok.context_length), cache_file_name=str(target.parent/'map'/'masked.arrow'),
                         new_fingerprint=out.name, desc=f"masking captions ({masking})")
-        if len(masked) == 0: raise CaptionError(f"No usable captions: all {len(ds)} are empty after cleaning.")
+        if len(masked) == 0: raise CaptionError(f"No usable captions: all {len(ds)} are empty or punctuation only after cleaning.")
+        if len(masked) < len(ds): _report_dropped(ds, len(ds) - len(masked))
         masked.save_to_disk(str(target))
+        write_token_arrays(masked, target, key['tokenizer']['vocab_size'])
         meta = dict(key=key, captions=len(ds), kept=len(masked), rules=rule_counts(masked), created=time.strftime('%Y-%m-%d %H:%M:%S'))
         meta['rules']['skipped'] = len(ds) - len(masked)
         (target/'corpus.json').write_text(json.dumps(meta, indent=1, default=str))
@@ -207,7 +324,7 @@ def masked_corpus(sources:list[str]|str, # files, hub names, generators (`shapes
                   column:str='text', # caption column of json/csv/parquet files and hub datasets
                   limit:int|None=None, # at most this many captions from each source
                   shuffle:bool=False, # shuffle the mixed corpus before masking
-                  masking:str='keywords', # 'keywords' (the paper) or 'random' (an ablation)
+                  masking:str='keywords', # 'keywords' (the paper, whole tokens), 'reference' (the official code's str.replace) or 'random' (an ablation)
                   num_proc:int=1, # processes for masking
                   batch_size:int=1000, # captions per map batch
                   refresh:bool=False, # rebuild even if cached
@@ -218,8 +335,14 @@ def masked_corpus(sources:list[str]|str, # files, hub names, generators (`shapes
     key = corpus_key(ids, bb, column, limit, seed, shuffle, masking)
     out = cache_dir()/'captions'/_key_hash(key)
     if refresh and out.exists(): shutil.rmtree(out)
+    remove_leftovers(out.parent)  # scratch folders of killed builders (never a live one's)
     if not out.exists(): _build(ds, _tokenizer(bb), key, out, seed, masking, num_proc, batch_size)
-    return datasets.load_from_disk(str(out))
+    try: return _read_cached(out)
+    except Exception as e:
+        warnings.warn(f"The masked-caption cache {out} cannot be read ({type(e).__name__}: {str(e)[:200]}); rebuilding it", stacklevel=2)
+        shutil.rmtree(out, ignore_errors=True)
+        _build(ds, _tokenizer(bb), key, out, seed, masking, num_proc, batch_size)
+        return _read_cached(out)
 
 def corpus_meta(ds:Dataset) -> dict:
     "What `masked_corpus` recorded about a cached corpus: its key, caption counts and rule counts (skipped included)."

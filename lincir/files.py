@@ -4,11 +4,25 @@
 
 # %% ../nbs/00a_files.ipynb #0d0afbad
 from __future__ import annotations
-import json, os, shutil, tempfile
+import errno, fcntl, json, os, shutil, socket, tempfile, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['atomic_write', 'atomic_write_json', 'build_folder', 'finished_folder']
+__all__ = ['atomic_write', 'atomic_write_json', 'build_folder', 'finished_folder', 'remove_leftovers', 'RunLockedError',
+           'RunLock']
+
+# %% ../nbs/00a_files.ipynb #3003ca67
+def _tmp_prefix(final:Path) -> str: return f'.{final.name}.tmp-{socket.gethostname()}.{os.getpid()}-'
+
+def _umask() -> int:
+    "The process's umask (read without changing it where Linux allows)."
+    try: return int(next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('Umask:')).split()[1], 8)
+    except (OSError, StopIteration): mask = os.umask(0o022); os.umask(mask); return mask
+
+def _share(path):
+    "Give `path` the permissions of a newly created file or folder (`tempfile` makes them private)."
+    path = Path(path)
+    if path.exists(): os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
 
 # %% ../nbs/00a_files.ipynb #43e727d2
 def atomic_write(path, # destination file
@@ -17,9 +31,9 @@ def atomic_write(path, # destination file
     "Call `write` on a temporary file beside `path`, then rename it to `path`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path))
     os.close(fd)
-    try: write(tmp); os.replace(tmp, path)
+    try: write(tmp); _share(tmp); os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
     return path
@@ -39,9 +53,10 @@ def build_folder(final, # destination folder
     final = Path(final)
     if final.exists() and not replace: return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f'.{final.name}.tmp-', dir=final.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
     try:
         write(scratch/'data')
+        _share(scratch/'data')
         if replace and final.exists():
             shutil.rmtree(_previous(final), ignore_errors=True)
             final.rename(_previous(final))
@@ -59,3 +74,70 @@ def finished_folder(final) -> Path|None:
         try: _previous(final).rename(final)
         except OSError: pass  # another process restored it first
     return final if final.exists() else None
+
+# %% ../nbs/00a_files.ipynb #b8107fea
+def _pid_alive(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _dead_writer(name:str) -> bool:
+    "Whether `name` is a temporary name (`_tmp_prefix`) of a process of this host that is not running."
+    tail = name.rpartition('.tmp-')[2]
+    host, _, rest = tail.rpartition('.')
+    pid = rest.split('-')[0]
+    return host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+
+def remove_leftovers(folder) -> list[str]:
+    "Remove what interrupted writes left in `folder`; returns the names removed."
+    folder, gone = Path(folder), []
+    if not folder.is_dir(): return gone
+    for p in sorted(folder.iterdir()):
+        n = p.name
+        if n.startswith('.') and n.endswith('.old') and len(n) > 5:
+            final = folder/n[1:-4]
+            if not final.exists(): finished_folder(final); continue
+        elif not (n.startswith('.') and '.tmp-' in n and _dead_writer(n)): continue
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        gone.append(n)
+    return gone
+
+# %% ../nbs/00a_files.ipynb #448f396a
+class RunLockedError(RuntimeError):
+    "Another process is writing into the run folder."
+
+class RunLock:
+    "An exclusive advisory lock on `folder/.lock`, held while the process writes the folder (a context manager)."
+    def __init__(self, folder): self.path, self.fd, self.stale = Path(folder)/'.lock', None, None
+
+    def acquire(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK): raise
+            holder = _holder(self.path.read_text())
+            raise RunLockedError(f"another run ({holder}) is writing in {self.path.parent}; wait for it to end, "
+                                 f"or use another out_dir") from None
+        old = os.pread(fd, 1000, 0).decode(errors='replace')
+        if old.strip():
+            self.stale = old.strip()
+            warnings.warn(f"{self.path} was left by a run that did not end cleanly ({_holder(old)}, no longer running); "
+                          "taking over the folder", stacklevel=2)
+        os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname())).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is None: return
+        os.ftruncate(self.fd, 0)  # empty: this run ended cleanly
+        fcntl.flock(self.fd, fcntl.LOCK_UN); os.close(self.fd); self.fd = None
+
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
+def _holder(text:str) -> str:
+    try: d = json.loads(text); return f"pid {d['pid']} on {d['host']}"
+    except (ValueError, KeyError, TypeError): return 'a process that left no pid'

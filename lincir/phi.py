@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_phi.ipynb #92bb88b6
 from __future__ import annotations
-import json, tempfile
+import json, re, tempfile
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from .backbone import Backbone
 from .files import atomic_write, atomic_write_json
 
 # %% auto #0
-__all__ = ['Phi', 'PhiMismatchError', 'save_phi', 'load_phi']
+__all__ = ['Phi', 'PhiMismatchError', 'PhiFileError', 'save_phi', 'load_phi', 'PhiImportError', 'import_phi', 'main']
 
 # %% ../nbs/02_phi.ipynb #90eabc6e
 class Phi(nn.Sequential):
@@ -43,6 +43,28 @@ def _phi_paths(path) -> tuple[Path, Path]:
     if path.suffix != '.safetensors': path = path/'phi.safetensors'
     return path, path.with_suffix('.json')
 
+# %% ../nbs/02_phi.ipynb #aeb86b56
+class PhiFileError(ValueError):
+    "A Phi file that cannot be used, naming it and the fix."
+
+_PHI_FIX = "Use another checkpoint (a run's best/ or checkpoint/), or retrain."
+
+def _read_phi_json(meta:Path) -> dict:
+    try:
+        cfg = json.loads(meta.read_text())
+        for k in ('embed_dim', 'width', 'dropout', 'hidden_mult'): cfg[k]
+        return cfg
+    except (ValueError, KeyError, TypeError) as e:
+        raise PhiFileError(f"{meta} is not a Phi description ({type(e).__name__}: {e}). {_PHI_FIX}") from None
+
+def _read_phi_weights(weights:Path) -> dict:
+    try: state = load_file(str(weights))
+    except Exception as e:
+        raise PhiFileError(f"Cannot read the Phi weights {weights} ({type(e).__name__}: {e}); the file is damaged. {_PHI_FIX}") from None
+    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if bad: raise PhiFileError(f"{weights} holds non-finite weights (NaN or inf in {', '.join(bad)}): the run that wrote it diverged. {_PHI_FIX}")
+    return state
+
 # %% ../nbs/02_phi.ipynb #dd103469
 def save_phi(phi:Phi, path, # a run folder (-> phi.safetensors inside) or a .safetensors file
              bb:Backbone, **extra) -> Path:
@@ -60,12 +82,87 @@ def load_phi(path, # run folder or .safetensors file written by `save_phi`
     weights, meta = _phi_paths(path)
     for p in (weights, meta):
         if not p.exists(): raise FileNotFoundError(f"Phi checkpoint incomplete: {p} is missing (expected {weights.name} and {meta.name}).")
-    cfg = json.loads(meta.read_text())
+    cfg = _read_phi_json(meta)
     if bb is not None:
         want = dict(backbone=bb.name, pretrained=bb.pretrained, embed_dim=bb.embed_dim, width=bb.width)
         bad = {k: (cfg.get(k), v) for k, v in want.items() if cfg.get(k) != v}
         if bad: raise PhiMismatchError(f"{weights} was trained for another backbone: " +
                                        ', '.join(f"{k}: checkpoint {a!r} vs loaded {b!r}" for k, (a, b) in bad.items()))
     phi = Phi(cfg['embed_dim'], cfg['width'], cfg['dropout'], cfg['hidden_mult'])
-    phi.load_state_dict(load_file(str(weights)))
+    phi.load_state_dict(_read_phi_weights(weights))
+    phi.source = str(weights)  # named by errors about its outputs
     return phi.to(device or (bb.device if bb else 'cpu')).eval()
+
+# %% ../nbs/02_phi.ipynb #db970fae
+class PhiImportError(ValueError):
+    "A checkpoint that cannot be imported as a Phi, with the reason and the fix."
+
+def _read_checkpoint(path:Path) -> dict:
+    "The checkpoint's object, read without unpickling arbitrary objects."
+    if not path.is_file():
+        raise PhiImportError(f"Checkpoint not found: {path}. LinCIR's release: `hf download navervision/zeroshot-cir-models "
+                             "lincir_large.pt --local-dir weights`; SEARLE's: https://github.com/miccunifi/SEARLE/releases/tag/weights")
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise PhiImportError(f"{path} cannot be read with torch.load(weights_only=True), which lincir requires because a pickle can run "
+                             f"code: {type(e).__name__}: {str(e).splitlines()[0]}. If you trust the file, keep only the weights "
+                             "(`torch.save({'Phi': torch.load(path, weights_only=False)['Phi']}, 'phi_only.pt')`) and import that.") from e
+
+def _phi_state(obj, path:Path) -> tuple[dict, str]:
+    "Our Phi's state dict (keys `0.*`, `3.*`, `6.*`) and the format it came in."
+    fmt = 'lincir/searle {"Phi": state_dict}'
+    if isinstance(obj, dict) and isinstance(obj.get('Phi'), dict): obj = obj['Phi']
+    else: fmt = 'state_dict'
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise PhiImportError(f"{path}: no Phi weights found; expected a dict with key 'Phi' (LinCIR's lincir_large.pt, SEARLE's "
+                             f"SEARLE_*.pt) or a state dict, found {type(obj).__name__} with keys {list(obj)[:8] if isinstance(obj, dict) else '-'}")
+    sd = {re.sub(r'^(module\.)?(layers\.)?', '', k): v for k, v in obj.items()}
+    want = {f'{i}.{p}' for i in (0, 3, 6) for p in ('weight', 'bias')}
+    if set(sd) != want:
+        raise PhiImportError(f"{path}: not the Phi MLP (Linear-GELU-Dropout x2, Linear): expected keys {sorted(want)} "
+                             f"(optionally prefixed 'layers.'), found {sorted(obj)[:12]}")
+    return sd, fmt
+
+# %% ../nbs/02_phi.ipynb #617a8ae2
+def _backbone_sizes(name:str) -> tuple[int, int]:
+    "(d, w) of an open_clip model from its config alone (no weights)."
+    import open_clip
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise PhiImportError(f"Unknown backbone {name!r}: import needs an open_clip model name (open_clip.list_models()), e.g. ViT-L-14")
+    return cfg['embed_dim'], cfg['text_cfg'].get('width', 512)
+
+def import_phi(checkpoint, # a released Phi: LinCIR's lincir_large.pt, SEARLE's SEARLE_*.pt, or a bare state dict
+               backbone:str, # the open_clip model it was trained for, e.g. ViT-L-14
+               pretrained:str, # its pretrained tag, e.g. openai (what evaluation will load)
+               out, # folder for phi.safetensors + phi.json
+              ) -> Path:
+    "Convert a released Phi checkpoint into lincir's format, recording its origin; returns the weights path."
+    import hashlib, types
+    path = Path(checkpoint).expanduser()
+    obj = _read_checkpoint(path)
+    sd, fmt = _phi_state(obj, path)
+    d, h, w = sd['0.weight'].shape[1], sd['0.weight'].shape[0], sd['6.weight'].shape[0]
+    bd, bw = _backbone_sizes(backbone)
+    if (d, w) != (bd, bw) or h % d:
+        raise PhiMismatchError(f"{path} maps {d} -> {w} (hidden {h}), but {backbone} has embedding size {bd} and token width {bw}: "
+                               "it was trained for another backbone")
+    phi = Phi(d, w, dropout=0.5, hidden_mult=h // d)
+    phi.load_state_dict(sd)
+    source = dict(file=str(path.resolve()), sha256=hashlib.sha256(path.read_bytes()).hexdigest(), format=fmt,
+                  epoch=obj.get('epoch') if isinstance(obj, dict) and isinstance(obj.get('epoch'), (int, float)) else None)
+    return save_phi(phi, out, types.SimpleNamespace(name=backbone, pretrained=pretrained), imported_from=source)
+
+# %% ../nbs/02_phi.ipynb #7720d207
+def main(argv=None):
+    "`python -m lincir.phi import CHECKPOINT --backbone ViT-L-14 --pretrained openai --out DIR`"
+    import argparse
+    p = argparse.ArgumentParser(prog='python -m lincir.phi', description='Phi checkpoints.')
+    sub = p.add_subparsers(dest='command', required=True)
+    imp = sub.add_parser('import', help="convert a released Phi (LinCIR's lincir_large.pt, SEARLE's SEARLE_*.pt) into lincir's format")
+    imp.add_argument('checkpoint'); imp.add_argument('--backbone', required=True); imp.add_argument('--pretrained', required=True)
+    imp.add_argument('--out', required=True, help='folder for phi.safetensors + phi.json')
+    a = p.parse_args(argv)
+    print(f"wrote {import_phi(a.checkpoint, a.backbone, a.pretrained, a.out)}")
+
+if __name__ == '__main__' and '__file__' in globals(): main()  # `python -m lincir.phi`, not in the notebook

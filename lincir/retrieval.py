@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_retrieval.ipynb #e511af99
 from __future__ import annotations
-import hashlib, json, os
+import hashlib, json, os, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,8 +122,12 @@ def _pseudo(phi, feats):
     "Phi's pseudo tokens for raw image features, in eval mode (dropout off), its training mode restored after."
     p = next(phi.parameters())
     was = phi.training
-    try: return phi.eval()(feats.to(p.device, p.dtype))
+    try: out = phi.eval()(feats.to(p.device, p.dtype))
     finally: phi.train(was)
+    if not torch.isfinite(out).all():
+        raise ValueError(f"Phi ({getattr(phi, 'source', 'in memory')}) gives non-finite pseudo tokens (NaN or inf): its weights "
+                         "are broken (a diverged run?); use another checkpoint")
+    return out
 
 # %% ../nbs/07_retrieval.ipynb #441852e7
 @torch.inference_mode()

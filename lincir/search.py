@@ -138,11 +138,11 @@ def load_search_phi(path, # a training run folder (best/ preferred) or a phi .sa
                     bb:Backbone) -> tuple[torch.nn.Module|None, bool, str]:
     "(phi or None, l2_normalize, a sentence saying which Phi is used or why there is none)."
     from lincir.evaluation import resolve_phi
-    from lincir.phi import PhiMismatchError, load_phi
+    from lincir.phi import PhiFileError, PhiMismatchError, load_phi
     try:
         weights, l2 = resolve_phi(path)
         return load_phi(weights, bb), l2, f"LinCIR uses the Phi in {weights}"
-    except (FileNotFoundError, PhiMismatchError) as e:
+    except (FileNotFoundError, PhiMismatchError, PhiFileError) as e:
         return None, False, f"LinCIR is not available: {e}"
 
 # %% ../nbs/10_search.ipynb #0eac9a9b

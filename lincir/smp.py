@@ -11,17 +11,24 @@ from .backbone import Backbone, encode_text
 from .phi import Phi
 
 # %% auto #0
-__all__ = ['inject_noise', 'smp_loss', 'captions_loss']
+__all__ = ['sample_noise', 'inject_noise', 'smp_loss', 'captions_loss']
 
 # %% ../nbs/03_smp.ipynb #b7b2af15
+def sample_noise(n:int, # samples
+                 d:int, # embedding size
+                 scale:float=1.0, # s; 0 turns noise off (returns None)
+                 generator:torch.Generator|None=None, device=None, dtype=torch.float32) -> torch.Tensor|None:
+    "`s * u * n` for `n` samples: `u ~ U(0,1)` per sample, `n ~ N(0, I)`; the noise that `inject_noise` adds."
+    if scale == 0: return None
+    u = torch.rand(n, 1, generator=generator, device=device, dtype=dtype)
+    return scale * u * torch.randn(n, d, generator=generator, device=device, dtype=dtype)
+
 def inject_noise(e:torch.Tensor, # [n, d] clean text embeddings
                  scale:float=1.0, # s; 0 turns noise off
                  generator:torch.Generator|None=None) -> torch.Tensor:
     "`e + s * u * n` with `u ~ U(0,1)` per sample and `n ~ N(0, I)`."
-    if scale == 0: return e
-    u = torch.rand(e.shape[0], 1, generator=generator, device=e.device, dtype=e.dtype)
-    n = torch.randn(e.shape, generator=generator, device=e.device, dtype=e.dtype)
-    return e + scale * u * n
+    noise = sample_noise(e.shape[0], e.shape[1], scale, generator, e.device, e.dtype)
+    return e if noise is None else e + noise
 
 # %% ../nbs/03_smp.ipynb #81c7a0eb
 def smp_loss(bb:Backbone, phi:Phi,
@@ -31,10 +38,11 @@ def smp_loss(bb:Backbone, phi:Phi,
              l2_normalize:bool=False, # normalise x before Phi (then also at inference)
              generator:torch.Generator|None=None,
              truncate:bool=True, # cut each batch to its longest caption (exact; False only to measure the saving)
+             noise:torch.Tensor|None=None, # [n, d] noise drawn beforehand (`sample_noise`); replaces noise_scale and generator
             ) -> torch.Tensor:
     "Self-masking projection loss: MSE between the masked caption's embedding (with `$` = Phi(x)) and the caption's."
     with torch.no_grad(): e = encode_text(bb, tokens, truncate=truncate).float()
-    x = inject_noise(e, noise_scale, generator)
+    x = inject_noise(e, noise_scale, generator) if noise is None else e + noise.to(e.dtype)
     if l2_normalize: x = F.normalize(x, dim=-1)
     pseudo = phi(x)
     return F.mse_loss(encode_text(bb, masked_tokens, pseudo, truncate=truncate).float(), e)

@@ -81,3 +81,49 @@ def test_sandbox_tag_without_weights_names_path(tmp_path, monkeypatch):
     monkeypatch.setenv('LINCIR_DATA', str(tmp_path))
     with pytest.raises(BackboneError, match='lincir-tiny.safetensors'):
         resolve_pretrained('lincir-tiny', 'sandbox')
+
+
+FAKE_OPENAI_TAG = r'''
+import json, os, sys, warnings
+from pathlib import Path
+import open_clip, torch
+from safetensors.torch import save_file
+hub = Path(os.environ['HF_HOME'])/'hub'
+repo = open_clip.get_pretrained_cfg('ViT-B-32', 'openai')['hf_hub'].strip('/')      # timm/vit_base_patch32_clip_224.openai
+snap = hub/('models--' + repo.replace('/', '--'))/'snapshots'/('0' * 40)
+snap.mkdir(parents=True); (snap.parent.parent/'refs').mkdir(); (snap.parent.parent/'refs'/'main').write_text('0' * 40)
+torch.manual_seed(0)
+sd = open_clip.create_model('ViT-B-32', pretrained=None).state_dict()                 # random weights of the right shapes
+save_file({k: v.half().contiguous() for k, v in sd.items()}, str(snap/'open_clip_model.safetensors'))
+from lincir.backbone import load_backbone
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter('always')
+    bb = load_backbone('ViT-B-32', 'openai')
+same = torch.equal(bb.text.token_embedding.weight, sd['token_embedding.weight'].half().float())
+print(json.dumps(dict(act=bb.activations, repr=repr(bb), loaded=same, transform=repr(bb.preprocess),
+                      warnings=[str(x.message) for x in w])))
+'''
+
+
+def test_openai_tag_loads_with_quick_gelu_from_an_offline_cache(tmp_path):
+    "Weights put where open_clip looks for the `openai` tag (an offline HF cache) load into QuickGELU towers."
+    env = dict(os.environ, HF_HOME=str(tmp_path/'hf'), HF_HUB_OFFLINE='1', PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop('HF_HUB_CACHE', None)
+    r = subprocess.run([sys.executable, '-c', FAKE_OPENAI_TAG], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out['loaded'], 'the weights did not come from the fake cache'
+    assert out['act'] == {'text': 'QuickGELU', 'image': 'QuickGELU'}, out['act']
+    assert "act='QuickGELU'" in out['repr'], out['repr']
+    assert not any('QuickGELU mismatch' in m for m in out['warnings']), out['warnings']
+    # the tag's transform: bicubic resize of the shorter side to 224, centre crop, OpenAI mean/std
+    t = out['transform']
+    assert 'bicubic' in t and 'CenterCrop' in t and '0.48145466' in t and '0.26862954' in t, t
+
+
+def test_gelu_without_a_quick_gelu_tag():
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert load_backbone('ViT-B-32', None).activations == {'text': 'GELU', 'image': 'GELU'}
+        assert load_backbone('ViT-B-32-quickgelu', None).activation == 'QuickGELU'  # the name for local OpenAI files

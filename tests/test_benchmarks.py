@@ -217,4 +217,5 @@ def test_evaluate_notebook(env, tmp_path):
     metrics = json.loads((out / 'metrics.json').read_text())
     assert list(metrics['methods']) == ['image', 'text', 'sum', 'lincir'] and metrics['main_method'] == 'lincir'
     assert metrics['phi'] == str(tmp_path / 'run' / 'phi.safetensors')
+    assert metrics['backbone_activation'] == {'text': 'GELU', 'image': 'GELU'}  # lincir-tiny has no QuickGELU tag
     assert json.loads((out / 'config.json').read_text())['split'] == 'test1'

@@ -136,3 +136,91 @@ def test_rule_counts_and_fallback_rate():
     assert fallback_rate(rules) == pytest.approx(2 / 8)
     assert fallback_rate([MaskedCaption('a', '$', Rule.KEYWORDS)]) == 0.0
     assert fallback_rate(np.array([], dtype=int)) == 0.0
+
+
+# --- masking='reference' against a transcription of the official code (navervision/lincir, loader.py) ---------------
+
+def _official_extract_keywords_spacy(spacy_nlp, caption):
+    sequences = []
+    current_sequence = []
+    doc = spacy_nlp(caption)
+    for token in doc:
+        if token.pos_ in ['NOUN', 'PROPN', 'ADJ', 'DET']:
+            current_sequence.append(token.text)
+        else:
+            if current_sequence:
+                sequences.append(" ".join(current_sequence))
+                current_sequence = []
+    if current_sequence:
+        sequences.append(" ".join(current_sequence))
+    return sequences
+
+
+def _official_mask(caption, spacy_nlp, sample):
+    "CaptionDataset.__getitem__'s masking (after clean_caption), with `random.sample(words, k=1)` as `sample(words)`."
+    keywords = [""]
+    try:
+        keywords = _official_extract_keywords_spacy(spacy_nlp, caption)
+    except Exception:
+        pass
+    replaced_caption = caption
+    if len(keywords) == 0:
+        keywords = [""]
+    for keyword in keywords:
+        if keyword != '' and keyword in caption:
+            replaced_caption = replaced_caption.replace(keyword, '[$]')
+        else:
+            tmp_keywords = caption.split(' ')
+            if len(tmp_keywords) > 0:
+                for selected_keyword in [sample(tmp_keywords)]:
+                    replaced_caption = replaced_caption.replace(selected_keyword, '[$]')
+            else:
+                replaced_caption = f'a photo of [$] that {caption}'
+            break
+    return replaced_caption
+
+
+def _official_ids(text, tok, pid=259):
+    "What the official tokenizer makes of a caption with the special token `[$]`: `[$]` -> 259, the rest BPE, 77 with truncation."
+    from lincir.keywords import bpe_ids
+    ids = []
+    for i, chunk in enumerate(text.split('[$]')):
+        if i: ids.append(pid)
+        ids += bpe_ids(tok, chunk)
+    ids = [tok.sot_token_id] + ids[:tok.context_length - 2] + [tok.eot_token_id]
+    if pid not in ids: return _official_ids('a photo of [$]', tok, pid)
+    return ids + [0] * (tok.context_length - len(ids))
+
+
+REFERENCE_CAPTIONS = [
+    'a very large dog in the park', 'a cat sitting on a red sofa next to a cat', 'a man in a suit and tie',
+    'close up of a woman\'s hand holding a cup of coffee', 'an old map of london, 1890', 'a $5 bill on a wooden table',
+    'café de flore in paris', 'a t-shirt with the text "hello world"', 'the 10 best places to visit in 2019',
+    'portrait of a cyberpunk samurai, neon lights, highly detailed, digital painting, artstation, concept art, '
+    'sharp focus, illustration, art by greg rutkowski and alphonse mucha',
+    'a cute kawaii fox 🦊 wearing a tiny hat, pastel colors', 'running quickly', 'it is what it is', 'go go go',
+    'a beautiful a beautiful landscape, a', 'very', 'the the the', 'dog, cat, bird.', ' '.join(['red'] * 100),
+    'u.s. president gives a speech', 'my e-mail address', 'a 5-star hotel', 'state-of-the-art kitchen',
+]
+
+
+def test_reference_masking_matches_the_official_rules(clip77):
+    from lincir.keywords import _join, clean_caption, spacy_nlp
+    nlp = spacy_nlp()
+    out = mask_captions(REFERENCE_CAPTIONS, clip77, seed=3, masking='reference')
+    for i, (raw, m) in enumerate(zip(REFERENCE_CAPTIONS, out)):
+        caption = clean_caption(raw, clip77)
+        assert m.caption == caption
+        rng = np.random.default_rng([3, i])  # the random word: the same draw as ours
+        official = _official_mask(caption, nlp, lambda words: words[rng.integers(len(words))])
+        assert clip77([m.masked])[0].tolist() == _official_ids(official, clip77), (raw, m.masked, official)
+        if m.rule != Rule.PHOTO_OF:  # the string itself, with '[$]' written '$'
+            assert m.masked == _join(official.replace('[$]', ' $ ')), (raw, m.masked, official)
+    rules = {c: m.rule for c, m in zip(REFERENCE_CAPTIONS, out)}
+    assert rules['running quickly'] == rules['u.s. president gives a speech'] == Rule.RANDOM_WORD  # no keyword; a keyword not in the text
+
+
+def test_reference_masking_differs_where_str_replace_hits_inside_words(clip77):
+    out = mask_captions(['a very large dog in the park'], clip77, masking='reference')[0]
+    assert out.masked == '$ very l $ rge dog in the p $ rk'
+    assert mask_captions(['a very large dog in the park'], clip77)[0].masked == '$ very $ in $'

@@ -1,0 +1,78 @@
+"CUDA-only checks of the training step and loop, run by benchmarks/gpu.sh; skipped where there is no CUDA device."
+import dataclasses, os, sys, warnings
+import numpy as np
+import pytest, torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_chunked_step import GradRecorder, batch, rel
+from test_training import cfg_for, corpus_for
+from lincir.phi import Phi
+from lincir.smp import smp_loss
+from lincir.training import TrainConfig, mixed_precision, read_metrics, step_noise, train, train_step
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')]
+DEV = torch.device('cuda')
+
+
+@pytest.fixture(scope='module')
+def tiny_cuda():
+    from lincir.backbone import load_backbone
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.manual_seed(0)
+        return load_backbone('lincir-tiny', None, device=DEV)
+
+
+def steps(bb, precision, n=5, **kw):
+    "Losses of `n` train_steps on the same batch, and the scaler."
+    cfg = TrainConfig(precision=precision, lr=1e-3, dropout=0.0, **kw)
+    torch.manual_seed(0); phi = Phi.for_backbone(bb, dropout=0.0).to(DEV)
+    opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr)
+    ctx, scaler = mixed_precision(DEV, precision)
+    tok, msk = (t.to(DEV) for t in batch(bb, 32))
+    return [train_step(bb, phi, opt, scaler, ctx, cfg, s, 0, tok, msk) for s in range(n)], scaler
+
+
+def test_bf16_autocast_matches_fp32(tiny_cuda):
+    ref, _ = steps(tiny_cuda, 'fp32')
+    got, scaler = steps(tiny_cuda, 'bf16')
+    assert not scaler.is_enabled() and all(np.isfinite(got))
+    np.testing.assert_allclose(got, ref, rtol=5e-2)
+    assert got[-1] < got[0]
+
+
+def test_fp16_uses_the_gradient_scaler(tiny_cuda):
+    ref, _ = steps(tiny_cuda, 'fp32')
+    got, scaler = steps(tiny_cuda, 'fp16')
+    assert scaler.is_enabled() and scaler.get_scale() > 0 and all(np.isfinite(got))
+    np.testing.assert_allclose(got, ref, rtol=5e-2)
+
+
+def test_chunked_step_equals_whole_batch_on_cuda(tiny_cuda):
+    tok, msk = (t.to(DEV) for t in batch(tiny_cuda, 32))
+    torch.manual_seed(0); phi = Phi.for_backbone(tiny_cuda, dropout=0.0).to(DEV)
+    ref = smp_loss(tiny_cuda, phi, tok, msk, noise=step_noise(TrainConfig(), 7, 0, len(tok), tiny_cuda.embed_dim, DEV))
+    ref.backward(); ref_grad = torch.cat([p.grad.flatten() for p in phi.parameters()])
+    for chunks, accum in [(4, 1), (4, 2)]:
+        cfg = TrainConfig(noise_scale=1.0, dropout=0.0, chunks=chunks, grad_accum=accum, precision='fp32')
+        torch.manual_seed(0); phi = Phi.for_backbone(tiny_cuda, dropout=0.0).to(DEV)
+        opt = GradRecorder(phi.parameters(), lr=1.0); ctx, scaler = mixed_precision(DEV, 'fp32')
+        loss = train_step(tiny_cuda, phi, opt, scaler, ctx, cfg, 7, 0, tok, msk)
+        assert abs(loss - ref.item()) <= 1e-5 * ref.item()
+        assert rel(opt.grads, ref_grad) <= 1e-5
+
+
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+def test_resume_on_cuda_continues(tiny_cuda, tmp_path, precision):
+    corpus = corpus_for(tiny_cuda)
+    full = train(cfg_for(tmp_path / 'a', ema=0.9, device='cuda', precision=precision), corpus=corpus, progress=False)
+    half = cfg_for(tmp_path / 'b', ema=0.9, steps=3, device='cuda', precision=precision)
+    train(half, corpus=corpus, progress=False)
+    resumed = train(dataclasses.replace(half, steps=6), corpus=corpus, progress=False)
+    a, b = read_metrics(full), read_metrics(resumed)
+    assert [r['step'] for r in b] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([r['loss'] for r in b], [r['loss'] for r in a], rtol=1e-5)  # CUDA kernels may reorder sums
+    for name in ('phi.safetensors', 'checkpoint/ema.safetensors'):
+        wa, wb = load_file(str(full / name)), load_file(str(resumed / name))
+        for k in wa: torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
