@@ -211,7 +211,7 @@ def test_corrupt_caches_are_rebuilt(tiny, tmp_path, monkeypatch):
     ids, feats, _ = image_features(tiny, images, progress=False)
     shard = next(open_store(tiny).path.glob('shard-*.npy'))  # the feature store's shard of these two images
     shard.write_bytes(b'not an array')
-    with pytest.warns(UserWarning, match=shard.stem):
+    with pytest.warns(UserWarning, match=shard.name.split('.')[0]):  # the warning names the shard
         ids2, feats2, _ = image_features(tiny, images, progress=False)
     assert ids2 == ids and torch.equal(feats2, feats)
 
