@@ -11,6 +11,9 @@ Usage: nice -n 10 python benchmarks/search.py [--sizes 10000 100000 1000000] [--
 import argparse, json, os, shutil, time
 from pathlib import Path
 
+# idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads inflate CPU time 3-4x
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
 import numpy as np
 import torch
 
