@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'KINDS', 'SIZE_WORDS', 'SHAPE_WORDS', 'COLOUR_WORDS', 'THING_WORDS', 'Obj', 'Scene',
            'scene_key', 'place', 'random_kind', 'random_scene', 'render', 'render_array', 'article', 'noun_phrase',
            'describe', 'caption', 'caption_stream', 'grammar_captions', 'sample', 'zero_shot_set', 'zero_shot_accuracy',
-           'text_to_image_recall']
+           'text_to_image_recall', 'modality_gap', 'gap_set']
 
 # %% ../nbs/04_shapes.ipynb #33936b97
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross', 'diamond')
@@ -197,3 +197,26 @@ def text_to_image_recall(encode_images, encode_texts, n:int=1000, k:int=5, seed:
     keys = [scene_key(s) for s in scenes]
     top = np.argsort(-(_unit(encode_texts(caps)) @ _unit(encode_images(images)).T), axis=1)[:, :k]
     return float(np.mean([any(keys[j] == keys[i] for j in row) for i, row in enumerate(top)]))
+
+# %% ../nbs/04_shapes.ipynb #bd767843
+def modality_gap(encode_images, # list of PIL images -> [n, d]
+                 encode_texts, # list of str -> [n, d]
+                 images:Sequence, # n images
+                 captions:Sequence[str], # n captions, caption i describing image i
+                ) -> dict:
+    "Modality-gap statistics of paired `images` and `captions`: matched cosine, centroid distance, raw norms, neighbours."
+    if len(images) != len(captions) or len(images) < 2: raise ValueError(f"need n >= 2 paired images and captions, got {len(images)} and {len(captions)}")
+    xi, xt = np.asarray(encode_images(images), np.float64), np.asarray(encode_texts(captions), np.float64)
+    ui, ut = _unit(xi).astype(np.float64), _unit(xt).astype(np.float64)
+    it, ii = ui @ ut.T, ui @ ui.T
+    np.fill_diagonal(ii, -np.inf)  # an image is not its own neighbour
+    n = len(ui)
+    return dict(cosine=float(np.mean(np.sum(ui*ut, 1))), centroid_distance=float(np.linalg.norm(ui.mean(0) - ut.mean(0))),
+                image_norm=float(np.linalg.norm(xi, axis=1).mean()), text_norm=float(np.linalg.norm(xt, axis=1).mean()),
+                own_caption_top1=float(np.mean(it.argmax(1) == np.arange(n))),
+                text_neighbour=float(np.mean(it.max(1) > ii.max(1))), n=n)
+
+def gap_set(n:int=500, seed:int=3) -> tuple[list[Image.Image], list[str]]:
+    "`n` freshly rendered scenes and one grammar caption each: the paired set the gap is measured on."
+    _, images, caps = sample(n, seed)
+    return images, caps
