@@ -11,14 +11,20 @@ from .backbone import Backbone, encode_text
 from .phi import Phi
 
 # %% auto #0
-__all__ = ['inject_noise', 'smp_loss', 'captions_loss']
+__all__ = ['NOISES', 'inject_noise', 'smp_loss', 'captions_loss']
 
 # %% ../nbs/03_smp.ipynb #b7b2af15
+NOISES = ('uniform_gaussian', 'gaussian', 'none')
+
 def inject_noise(e:torch.Tensor, # [n, d] clean text embeddings
                  scale:float=1.0, # s; 0 turns noise off
-                 generator:torch.Generator|None=None) -> torch.Tensor:
-    "`e + s * u * n` with `u ~ U(0,1)` per sample and `n ~ N(0, I)`."
-    if scale == 0: return e
+                 generator:torch.Generator|None=None,
+                 kind:str='uniform_gaussian', # the paper's `e + s*u*n`; 'gaussian': `e + s*n` (an ablation); 'none'
+                ) -> torch.Tensor:
+    "`e + s * u * n` with `u ~ U(0,1)` per sample and `n ~ N(0, I)`; `kind` selects the ablations."
+    if kind not in NOISES: raise ValueError(f"noise kind must be one of {NOISES}, got {kind!r}")
+    if scale == 0 or kind == 'none': return e
+    if kind == 'gaussian': return e + scale * torch.randn(e.shape, generator=generator, device=e.device, dtype=e.dtype)
     u = torch.rand(e.shape[0], 1, generator=generator, device=e.device, dtype=e.dtype)
     n = torch.randn(e.shape, generator=generator, device=e.device, dtype=e.dtype)
     return e + scale * u * n
@@ -31,10 +37,11 @@ def smp_loss(bb:Backbone, phi:Phi,
              l2_normalize:bool=False, # normalise x before Phi (then also at inference)
              generator:torch.Generator|None=None,
              truncate:bool=True, # cut each batch to its longest caption (exact; False only to measure the saving)
+             noise:str='uniform_gaussian', # the noise kind (`inject_noise`)
             ) -> torch.Tensor:
     "Self-masking projection loss: MSE between the masked caption's embedding (with `$` = Phi(x)) and the caption's."
     with torch.no_grad(): e = encode_text(bb, tokens, truncate=truncate).float()
-    x = inject_noise(e, noise_scale, generator)
+    x = inject_noise(e, noise_scale, generator, noise)
     if l2_normalize: x = F.normalize(x, dim=-1)
     pseudo = phi(x)
     return F.mse_loss(encode_text(bb, masked_tokens, pseudo, truncate=truncate).float(), e)

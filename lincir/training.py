@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .backbone import Backbone, BackboneError, load_backbone, resolve_pretrained
 from .files import atomic_write, atomic_write_json, build_folder, finished_folder
 from .phi import Phi, save_phi
-from .smp import smp_loss
+from .smp import NOISES, smp_loss
 
 # %% auto #0
 __all__ = ['TrainConfig', 'mixed_precision', 'epoch_batches', 'batch_at', 'save_checkpoint', 'load_checkpoint',
@@ -43,6 +43,7 @@ class TrainConfig:
     ema: float|None = None  # EMA decay of Phi's weights, e.g. 0.999
     dropout: float = 0.5
     noise_scale: float = 1.0
+    noise: str = 'uniform_gaussian'  # uniform_gaussian (the paper: e + s*u*n) | gaussian (e + s*n) | none; ablations
     l2_normalize: bool = False
     seed: int = 0
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
@@ -70,6 +71,7 @@ class TrainConfig:
         need(self.masking in ('keywords', 'random'), f"masking must be 'keywords' or 'random', got {self.masking!r}")
         need(self.precision in ('auto', 'fp32', 'bf16', 'fp16'), f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
         need(self.noise_scale >= 0, f"noise_scale must be >= 0, got {self.noise_scale}")
+        need(self.noise in NOISES, f"noise must be one of {'|'.join(NOISES)}, got {self.noise!r}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         need(self.ema is None or 0 < self.ema < 1, f"ema must be None or in (0, 1), got {self.ema}")
         need(self.val_every >= 1 and self.log_every >= 1 and self.save_every >= 1, "val_every, log_every and save_every must be >= 1")
@@ -188,7 +190,7 @@ def train_step(bb:Backbone, model, opt, scaler, ctx, cfg:TrainConfig, step:int, 
         sync = model.no_sync() if (hasattr(model, 'no_sync') and not last) else nullcontext()
         g = torch.Generator(device=t.device).manual_seed(_seed_for(cfg, step, rank, i + 1))
         with sync, ctx:
-            loss = smp_loss(bb, model, t, m, cfg.noise_scale, cfg.l2_normalize, generator=g) / len(parts)
+            loss = smp_loss(bb, model, t, m, cfg.noise_scale, cfg.l2_normalize, generator=g, noise=cfg.noise) / len(parts)
         scaler.scale(loss).backward()
         total += loss.item()
     if cfg.grad_clip:
@@ -200,7 +202,7 @@ def train_step(bb:Backbone, model, opt, scaler, ctx, cfg:TrainConfig, step:int, 
 
 # %% ../nbs/06_training.ipynb #94ff7f3e
 _RESUME_KEYS = ('backbone', 'pretrained', 'captions', 'caption_column', 'masking', 'batch_size', 'grad_accum', 'lr',
-                'weight_decay', 'schedule', 'warmup_steps', 'grad_clip', 'ema', 'dropout', 'noise_scale', 'l2_normalize', 'seed')
+                'weight_decay', 'schedule', 'warmup_steps', 'grad_clip', 'ema', 'dropout', 'noise_scale', 'noise', 'l2_normalize', 'seed')
 
 def _check_resumable(run:Path, cfg:TrainConfig):
     old = json.loads((run/'config.json').read_text())
