@@ -21,27 +21,34 @@ from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_captions, spacy_mod
                              fallback_rate, rule_counts)
 
 # %% auto #0
-__all__ = ['PAPER_CORPORA', 'FILE_FORMATS', 'GENERATORS', 'ARRAYS', 'CaptionError', 'register_generator', 'parse_source',
-           'load_captions', 'write_token_arrays', 'TokenArrays', 'token_arrays', 'corpus_key', 'masked_corpus',
-           'corpus_meta']
+__all__ = ['PAPER_CORPORA', 'FILE_FORMATS', 'GENERATORS', 'GENERATOR_VERSIONS', 'ARRAYS', 'CaptionError', 'register_generator',
+           'parse_source', 'load_captions', 'write_token_arrays', 'TokenArrays', 'token_arrays', 'corpus_key',
+           'masked_corpus', 'corpus_meta']
 
 # %% ../nbs/05_captions.ipynb #32f4d3be
 PAPER_CORPORA = ('dangne/gcc_caption_only', 'FredZhang7/stable-diffusion-prompts-2.47M', 'Geonmo/midjourney-prompts-only')
 FILE_FORMATS = {'.txt': 'text', '.json': 'json', '.jsonl': 'json', '.csv': 'csv', '.parquet': 'parquet'}
 GENERATORS: dict[str, tuple[Callable[[int, int], list[str]], int]] = {}  # name -> (fn(n, seed), default n)
+GENERATOR_VERSIONS: dict[str, int] = {}  # name -> version of what it writes (part of the cache key)
 
 class CaptionError(ValueError):
     "A caption source that cannot be used, with the reason and the fix."
 
-def register_generator(name:str, fn:Callable[[int, int], list[str]], default_n:int):
-    "Make `name` and `name:N` caption sources; `fn(n, seed)` returns `n` captions."
+def register_generator(name:str, fn:Callable[[int, int], list[str]], default_n:int, version:int=1):
+    "Make `name` and `name:N` caption sources; `fn(n, seed)` returns `n` captions; raise `version` when its output changes."
     GENERATORS[name] = (fn, default_n)
+    GENERATOR_VERSIONS[name] = version
 
 def _shapes_captions(n:int, seed:int) -> list[str]:
+    from lincir.shapes import realistic_captions
+    return realistic_captions(n, seed)
+
+def _shapes_complete_captions(n:int, seed:int) -> list[str]:
     from lincir.shapes import grammar_captions
     return grammar_captions(n, seed)
 
-register_generator('shapes', _shapes_captions, 20_000)
+register_generator('shapes', _shapes_captions, 20_000, version=2)  # version 1 was the complete grammar
+register_generator('shapes-complete', _shapes_complete_captions, 20_000)
 
 # %% ../nbs/05_captions.ipynb #c18fe885
 def parse_source(source:str) -> dict:
@@ -140,7 +147,7 @@ def _read_source(spec:dict, column:str, seed:int) -> tuple[Dataset, dict]:
     "One source as a `caption` dataset, and what identifies its content for caching."
     if spec['kind'] == 'generator':
         fn, _ = GENERATORS[spec['name']]
-        return Dataset.from_dict({'caption': list(fn(spec['n'], seed))}), dict(spec, seed=seed)
+        return Dataset.from_dict({'caption': list(fn(spec['n'], seed))}), dict(spec, seed=seed, version=GENERATOR_VERSIONS.get(spec['name'], 1))
     if spec['kind'] == 'file':
         ds = _read_file(spec['path'])
         col = 'text' if spec['path'].lower().endswith('.txt') else column  # a text file has no columns

@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'KINDS', 'SIZE_WORDS', 'SHAPE_WORDS', 'COLOUR_WORDS', 'THING_WORDS', 'Obj', 'Scene',
            'scene_key', 'place', 'random_kind', 'random_scene', 'render', 'render_array', 'article', 'noun_phrase',
-           'describe', 'caption', 'caption_stream', 'grammar_captions', 'sample', 'zero_shot_set', 'zero_shot_accuracy',
-           'text_to_image_recall']
+           'describe', 'caption', 'realistic_caption', 'caption_stream', 'grammar_captions', 'realistic_captions',
+           'sample', 'zero_shot_set', 'zero_shot_accuracy', 'text_to_image_recall', 'modality_gap', 'gap_set']
 
 # %% ../nbs/04_shapes.ipynb #33936b97
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross', 'diamond')
@@ -154,14 +154,50 @@ def caption(scene:Scene, rng:random.Random) -> str:
     return rng.choice(_TWO).format(p=noun_phrase(a, rng), q=noun_phrase(b, rng), rel=_relation(a, b), bg=bg)
 
 # %% ../nbs/04_shapes.ipynb #b235d7af
-def caption_stream(seed:int=0) -> Iterator[str]:
-    "Endless, deterministic stream of grammar captions of random scenes."
+_PRE = ('', '', '', '', 'a photo of ', 'a photo of ', 'a picture of ', 'an image of ', 'close up of ', 'stock photo of ',
+        'illustration of ', 'vector illustration of ', 'a simple drawing of ', 'a minimalist painting of ', 'a 3d render of ')
+_POST = ('', '', '', '', '', ' on a {bg} background', ' on a plain background', ', high quality, 4k', ', digital art',
+         ', minimalist, flat design', ', trending on artstation', ', highly detailed', ', 8k, octane render', ', vector art, clean lines',
+         ' in the style of a children\'s book', ', studio lighting')
+_FILLER = ('', '', '', '', 'simple ', 'bright ', 'geometric ', 'flat ', 'beautiful ')
+
+def _partial(o:Obj, rng:random.Random) -> str:
+    "A noun phrase naming `o` by some of its attributes: the shape (or a vague word for it), a colour and a size only sometimes."
+    colour = rng.random() < 0.55
+    size = rng.random() < 0.3
+    head = rng.choice(THING_WORDS) if colour and rng.random() < 0.15 else rng.choice(SHAPE_WORDS[o.shape])
+    words = [rng.choice(SIZE_WORDS[o.size])]*size + [rng.choice(COLOUR_WORDS[o.colour])]*colour
+    return ' '.join(words + [head])
+
+def realistic_caption(scene:Scene, rng:random.Random) -> str:
+    "A caption of `scene` as people write them: some objects, some attributes, framing and style words; never false."
+    objs = list(scene.objects)
+    rng.shuffle(objs)
+    u = rng.random()
+    if len(objs) == 2 and u < 0.12: core = rng.choice(('two shapes', 'two geometric shapes', 'a couple of shapes', 'some shapes'))
+    elif len(objs) == 2 and u < 0.5:
+        a, b = (_partial(o, rng) for o in objs)
+        core = rng.choice(('{a} and {b}', '{a} and {b}', '{a} next to {b}', '{a} with {b}', '{a} beside {b}')).format(a=article(a), b=article(b))
+    else: core = article(rng.choice(_FILLER) + _partial(objs[0], rng))
+    text = rng.choice(_PRE) + core + rng.choice(_POST).format(bg=_background(scene.bg))
+    if text.startswith(('a ', 'an ')) and rng.random() < 0.2: text = text.split(' ', 1)[1]  # CC3M often drops the article
+    return text
+
+def caption_stream(seed:int=0, style:str='complete') -> Iterator[str]:
+    "Endless, deterministic stream of captions of random scenes; `style` is 'complete' (the grammar) or 'realistic'."
+    make = dict(complete=caption, realistic=realistic_caption).get(style)
+    if make is None: raise ValueError(f"caption style must be 'complete' or 'realistic', got {style!r}")
     rng = random.Random(seed)
-    while True: yield caption(random_scene(rng), rng)
+    while True: yield make(random_scene(rng), rng)
 
 def grammar_captions(n:int, seed:int=0) -> list[str]:
-    "The first `n` captions of `caption_stream(seed)`."
+    "The first `n` complete captions of `caption_stream(seed)`."
     stream = caption_stream(seed)
+    return [next(stream) for _ in range(n)]
+
+def realistic_captions(n:int, seed:int=0) -> list[str]:
+    "The first `n` realistic captions of `caption_stream(seed, 'realistic')`."
+    stream = caption_stream(seed, 'realistic')
     return [next(stream) for _ in range(n)]
 
 # %% ../nbs/04_shapes.ipynb #a4088b5b
@@ -197,3 +233,26 @@ def text_to_image_recall(encode_images, encode_texts, n:int=1000, k:int=5, seed:
     keys = [scene_key(s) for s in scenes]
     top = np.argsort(-(_unit(encode_texts(caps)) @ _unit(encode_images(images)).T), axis=1)[:, :k]
     return float(np.mean([any(keys[j] == keys[i] for j in row) for i, row in enumerate(top)]))
+
+# %% ../nbs/04_shapes.ipynb #bd767843
+def modality_gap(encode_images, # list of PIL images -> [n, d]
+                 encode_texts, # list of str -> [n, d]
+                 images:Sequence, # n images
+                 captions:Sequence[str], # n captions, caption i describing image i
+                ) -> dict:
+    "Modality-gap statistics of paired `images` and `captions`: matched cosine, centroid distance, raw norms, neighbours."
+    if len(images) != len(captions) or len(images) < 2: raise ValueError(f"need n >= 2 paired images and captions, got {len(images)} and {len(captions)}")
+    xi, xt = np.asarray(encode_images(images), np.float64), np.asarray(encode_texts(captions), np.float64)
+    ui, ut = _unit(xi).astype(np.float64), _unit(xt).astype(np.float64)
+    it, ii = ui @ ut.T, ui @ ui.T
+    np.fill_diagonal(ii, -np.inf)  # an image is not its own neighbour
+    n = len(ui)
+    return dict(cosine=float(np.mean(np.sum(ui*ut, 1))), centroid_distance=float(np.linalg.norm(ui.mean(0) - ut.mean(0))),
+                image_norm=float(np.linalg.norm(xi, axis=1).mean()), text_norm=float(np.linalg.norm(xt, axis=1).mean()),
+                own_caption_top1=float(np.mean(it.argmax(1) == np.arange(n))),
+                text_neighbour=float(np.mean(it.max(1) > ii.max(1))), n=n)
+
+def gap_set(n:int=500, seed:int=3) -> tuple[list[Image.Image], list[str]]:
+    "`n` freshly rendered scenes and one grammar caption each: the paired set the gap is measured on."
+    _, images, caps = sample(n, seed)
+    return images, caps

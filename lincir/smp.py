@@ -11,23 +11,31 @@ from .backbone import Backbone, encode_text
 from .phi import Phi
 
 # %% auto #0
-__all__ = ['sample_noise', 'inject_noise', 'smp_loss', 'captions_loss']
+__all__ = ['NOISES', 'sample_noise', 'inject_noise', 'smp_loss', 'captions_loss']
 
 # %% ../nbs/03_smp.ipynb #b7b2af15
+NOISES = ('uniform_gaussian', 'gaussian', 'none')
+
 def sample_noise(n:int, # samples
                  d:int, # embedding size
                  scale:float=1.0, # s; 0 turns noise off (returns None)
-                 generator:torch.Generator|None=None, device=None, dtype=torch.float32) -> torch.Tensor|None:
+                 generator:torch.Generator|None=None, device=None, dtype=torch.float32,
+                 kind:str='uniform_gaussian', # the paper's `s*u*n`; 'gaussian': `s*n` (an ablation); 'none' (returns None)
+                ) -> torch.Tensor|None:
     "`s * u * n` for `n` samples: `u ~ U(0,1)` per sample, `n ~ N(0, I)`; the noise that `inject_noise` adds."
-    if scale == 0: return None
+    if kind not in NOISES: raise ValueError(f"noise kind must be one of {NOISES}, got {kind!r}")
+    if scale == 0 or kind == 'none': return None
+    if kind == 'gaussian': return scale * torch.randn(n, d, generator=generator, device=device, dtype=dtype)
     u = torch.rand(n, 1, generator=generator, device=device, dtype=dtype)
     return scale * u * torch.randn(n, d, generator=generator, device=device, dtype=dtype)
 
 def inject_noise(e:torch.Tensor, # [n, d] clean text embeddings
                  scale:float=1.0, # s; 0 turns noise off
-                 generator:torch.Generator|None=None) -> torch.Tensor:
-    "`e + s * u * n` with `u ~ U(0,1)` per sample and `n ~ N(0, I)`."
-    noise = sample_noise(e.shape[0], e.shape[1], scale, generator, e.device, e.dtype)
+                 generator:torch.Generator|None=None,
+                 kind:str='uniform_gaussian', # see `sample_noise`
+                ) -> torch.Tensor:
+    "`e + s * u * n` with `u ~ U(0,1)` per sample and `n ~ N(0, I)`; `kind` selects the ablations."
+    noise = sample_noise(e.shape[0], e.shape[1], scale, generator, e.device, e.dtype, kind)
     return e if noise is None else e + noise
 
 # %% ../nbs/03_smp.ipynb #81c7a0eb
@@ -39,10 +47,11 @@ def smp_loss(bb:Backbone, phi:Phi,
              generator:torch.Generator|None=None,
              truncate:bool=True, # cut each batch to its longest caption (exact; False only to measure the saving)
              noise:torch.Tensor|None=None, # [n, d] noise drawn beforehand (`sample_noise`); replaces noise_scale and generator
+             noise_kind:str='uniform_gaussian', # the kind of noise drawn when `noise` is None (`sample_noise`)
             ) -> torch.Tensor:
     "Self-masking projection loss: MSE between the masked caption's embedding (with `$` = Phi(x)) and the caption's."
     with torch.no_grad(): e = encode_text(bb, tokens, truncate=truncate).float()
-    x = inject_noise(e, noise_scale, generator) if noise is None else e + noise.to(e.dtype)
+    x = inject_noise(e, noise_scale, generator, noise_kind) if noise is None else e + noise.to(e.dtype)
     if l2_normalize: x = F.normalize(x, dim=-1)
     pseudo = phi(x)
     return F.mse_loss(encode_text(bb, masked_tokens, pseudo, truncate=truncate).float(), e)

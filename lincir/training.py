@@ -19,7 +19,7 @@ from .backbone import Backbone, BackboneError, load_backbone, local_model_names,
 from .files import RunLock, atomic_write, atomic_write_json, build_folder, finished_folder, remove_leftovers
 from .phi import Phi, save_phi
 from .captions import token_arrays
-from .smp import smp_loss, sample_noise
+from .smp import NOISES, sample_noise, smp_loss
 
 # %% auto #0
 __all__ = ['BATCHINGS', 'TrainConfig', 'mixed_precision', 'random_batches', 'epoch_batches', 'batch_at', 'BatchSampler',
@@ -50,6 +50,7 @@ class TrainConfig:
     ema: float|None = None  # EMA decay of Phi's weights, e.g. 0.999
     dropout: float = 0.5
     noise_scale: float = 1.0
+    noise: str = 'uniform_gaussian'  # uniform_gaussian (the paper: e + s*u*n) | gaussian (e + s*n) | none; ablations
     l2_normalize: bool = False
     seed: int = 0
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
@@ -83,6 +84,7 @@ class TrainConfig:
         need(self.masking in ('keywords', 'reference', 'random'), f"masking must be 'keywords', 'reference' or 'random', got {self.masking!r}")
         need(self.precision in ('auto', 'fp32', 'bf16', 'fp16'), f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
         need(self.noise_scale >= 0, f"noise_scale must be >= 0, got {self.noise_scale}")
+        need(self.noise in NOISES, f"noise must be one of {'|'.join(NOISES)}, got {self.noise!r}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         need(self.ema is None or 0 < self.ema < 1, f"ema must be None or in (0, 1), got {self.ema}")
         need(self.val_every >= 1 and self.log_every >= 1 and self.save_every >= 1, "val_every, log_every and save_every must be >= 1")
@@ -279,7 +281,7 @@ def _seed_for(cfg, step, rank, micro=0): return (cfg.seed * 1_000_003 + step) * 
 def step_noise(cfg:TrainConfig, step:int, rank:int, n:int, dim:int, device) -> torch.Tensor|None:
     "The noise of this rank's `n` rows at `step`, drawn once for the whole batch (None when `noise_scale` is 0)."
     g = torch.Generator(device=device).manual_seed(_seed_for(cfg, step, rank, 1))
-    return sample_noise(n, dim, cfg.noise_scale, g, device)
+    return sample_noise(n, dim, cfg.noise_scale, g, device, kind=cfg.noise)
 
 def length_chunks(lengths:np.ndarray, # token lengths of the rows
                   pieces:int) -> list[np.ndarray]:
@@ -359,12 +361,12 @@ class StopSignals:
 
 # %% ../nbs/06_training.ipynb #94ff7f3e
 _RESUME_KEYS = ('backbone', 'pretrained', 'captions', 'caption_column', 'masking', 'batch_size', 'grad_accum', 'batching', 'lr',
-                'weight_decay', 'schedule', 'warmup_steps', 'grad_clip', 'ema', 'dropout', 'noise_scale', 'l2_normalize', 'seed')
+                'weight_decay', 'schedule', 'warmup_steps', 'grad_clip', 'ema', 'dropout', 'noise_scale', 'noise', 'l2_normalize', 'seed')
 
 def _check_resumable(run:Path, cfg:TrainConfig):
     "Refuse to write into a folder that holds a run with other settings (from the moment its config.json exists)."
     with _reading(run/'config.json', f"Delete it (or the folder {run}) to start over, or use another out_dir."):
-        old = {'batching': 'grouped', **json.loads((run/'config.json').read_text())}  # runs from before `batching` had grouped batches
+        old = {'batching': 'grouped', 'noise': 'uniform_gaussian', **json.loads((run/'config.json').read_text())}  # runs from before these settings
     diff = {k: (old.get(k), getattr(cfg, k)) for k in _RESUME_KEYS if old.get(k) != getattr(cfg, k)}
     if diff:
         raise ValueError(f"{run} holds a run with other settings ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "

@@ -76,7 +76,7 @@ def test_bad_settings_fail_before_work(tmp_path):
     for kw, msg in [(dict(batch_size=0), 'batch_size'), (dict(steps=0), 'steps'),
                     (dict(backbone='ViT-Q-99', pretrained='openai'), 'ViT-Q-99'),
                     (dict(captions=[str(tmp_path / 'missing.txt')]), 'missing.txt'),
-                    (dict(batch_size=10, grad_accum=3), 'grad_accum')]:
+                    (dict(batch_size=10, grad_accum=3), 'grad_accum'), (dict(noise='uniform'), 'noise')]:
         with pytest.raises(Exception, match=msg):
             train(cfg_for(tmp_path, **kw), progress=False)
     assert not (tmp_path / 'run').exists()
