@@ -93,12 +93,15 @@ def _caption_column(ds:Dataset, column:str, where:str) -> Dataset:
     if column != 'caption': ds = ds.rename_column(column, 'caption')
     if ds.features['caption'] == Value('string'): return ds
     if ds.features['caption'] == Value('large_string'): return ds.cast_column('caption', Value('string'))
-    return _as_text(ds)
+    return _as_text(ds, column, where)
 
 # %% ../nbs/05_captions.ipynb #812243b4
-def _as_text(ds:Dataset) -> Dataset:
-    "`ds`'s `caption` column as strings, converted per value (None stays None: an empty caption)."
-    def conv(b): return {'caption': [v if v is None or isinstance(v, str) else str(v) for v in b['caption']]}
+def _as_text(ds:Dataset, column:str='caption', where:str='captions') -> Dataset:
+    "`ds`'s `caption` column as strings, converted per value (None stays None: an empty caption); lists or dicts are refused."
+    def one(v):
+        if isinstance(v, (list, dict)): raise CaptionError(f"{where}: column {column!r} is not text: it holds {type(v).__name__}s, e.g. {str(v)[:60]}")
+        return v if v is None or isinstance(v, str) else str(v)
+    def conv(b): return {'caption': [one(v) for v in b['caption']]}
     return ds.map(conv, batched=True, features=Features(caption=Value('string')), desc='captions as text')
 
 def _check_not_empty(p:Path):
