@@ -106,6 +106,7 @@ def _check_later_stages(cfg):
 
 def _run(argv:list[str]):
     "Run one README command in-process until it stops; returns the exception."
+    if Path(argv[0]).name == 'python': argv = ['python', *argv[1:]]  # `.venv/bin/python` is the same command
     if argv[0] == 'torchrun' or argv[:3] == ['python', '-m', 'lincir.training']:
         from lincir.training import main
         main(argv[argv.index('lincir.training') + 1:])
@@ -114,6 +115,13 @@ def _run(argv:list[str]):
         main(argv[3:])
     elif argv[0] == 'papermill':
         run_notebook(REPO/argv[1], _papermill_params(argv[3:]))
+    elif argv[1:3] == ['-m', 'lincir.search']:  # the user's shell expands `~`; their photo folder exists
+        from PIL import Image
+        from lincir.search import main
+        args = [os.path.expanduser(a) for a in argv[3:]]
+        photos = Path(args[1]); (photos/'holidays').mkdir(parents=True, exist_ok=True)
+        Image.new('RGB', (64, 48), 'brown').save(photos/'holidays'/'dog.jpg')
+        main(args)
     elif argv[0] in ('hf', 'huggingface-cli'):
         pytest.skip('a download; needs the network')
     else: raise AssertionError(f"the test does not know how to run this README command: {shlex.join(argv)}")
@@ -123,6 +131,7 @@ def _run(argv:list[str]):
 def offline_here(tmp_path, monkeypatch):
     "A fresh working directory (run folders land there), offline hub, empty caches."
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('HOME', str(tmp_path/'home'))  # `~/Pictures` in the README
     for k in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'): monkeypatch.setenv(k, '1')
     monkeypatch.setenv('HF_HOME', str(tmp_path/'hf'))
     monkeypatch.setenv('HF_DATASETS_CACHE', str(tmp_path/'hf'/'datasets'))
@@ -173,8 +182,9 @@ def test_readme_other_backbones_resolve(offline_here):
     from lincir.backbone import resolve_pretrained
     pairs = set(re.findall(r'--backbone (\S+) --pretrained ([\w.-]+)', README))
     pairs |= set(re.findall(r'-p backbone (\S+) -p pretrained ([\w.-]+)', README))
+    assert resolve_pretrained('shapes-clip', 'sandbox')
     assert {('ViT-L-14', 'openai'), ('ViT-H-14', 'laion2b_s32b_b79k'), ('ViT-bigG-14', 'laion2b_s39b_b160k')} <= pairs
-    for name, tag in pairs:
+    for name, tag in pairs - {('shapes-clip', 'sandbox')}:  # the sandbox's weights are shipped: they resolve offline
         with pytest.raises(Exception) as e: resolve_pretrained(name, tag)
         _check_stop(e.value, [name, tag])
 
