@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_retrieval.ipynb #e511af99
 from __future__ import annotations
-import hashlib, json, os, warnings
+import hashlib, os
 from dataclasses import dataclass, field
 from pathlib import Path
 
