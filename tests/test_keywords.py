@@ -112,8 +112,8 @@ def test_photo_of_fallback(tiny):
 
 def test_spacy_failure_does_not_stop(tiny, monkeypatch):
     class Broken:
-        def pipe(self, texts, batch_size): raise RuntimeError('boom')
-        def __call__(self, text):
+        def pipe(self, texts, batch_size, **kw): raise RuntimeError('boom')
+        def __call__(self, text, **kw):
             if 'dog' in text: raise RuntimeError('boom')
             return spacy_nlp()(text)
     monkeypatch.setattr(K, 'spacy_nlp', lambda: Broken())
@@ -224,3 +224,54 @@ def test_reference_masking_differs_where_str_replace_hits_inside_words(clip77):
     out = mask_captions(['a very large dog in the park'], clip77, masking='reference')[0]
     assert out.masked == '$ very l $ rge dog in the p $ rk'
     assert mask_captions(['a very large dog in the park'], clip77)[0].masked == '$ very $ in $'
+
+
+@pytest.fixture(scope='module')
+def realistic():
+    "600 captions with the paper corpora's mix (CC3M-like sentences, long prompts cut at 77 tokens), plus odd ones."
+    import importlib.util, pathlib
+    spec = importlib.util.spec_from_file_location('mix', pathlib.Path(__file__).parents[1]/'benchmarks'/'mix.py')
+    mix = importlib.util.module_from_spec(spec); spec.loader.exec_module(mix)
+    odd = ['tom &amp; jerry, a cat and a mouse', 'café de flore in paris', 'a 🦊 fox', 'there is nobody that is there',
+           "it does n't matter", 'e.g.  a cat   on a mat', 'supercalifragilisticexpialidocious ' * 30, '$ 5 bill', '...', '']
+    return mix.realistic_captions(600, seed=3) + odd
+
+
+def test_pos_lookup_equals_attribute_ruler(realistic, clip77):
+    "Every token's coarse tag from the memo equals the attribute ruler's, on realistic captions (raw and cleaned)."
+    nlp = spacy_nlp()
+    look = K.pos_lookup(nlp)
+    assert look is not None
+    texts = realistic + [clean_caption(c, clip77) for c in realistic]
+    for full, fast in zip(nlp.pipe(texts), nlp.pipe(texts, disable=['attribute_ruler'])):
+        assert K.pos_ids(fast, look).tolist() == [t.pos for t in full], full.text
+
+
+def test_masking_same_without_the_memo(realistic, clip77, monkeypatch):
+    "Masking with the memo gives what masking with spaCy's own attribute ruler gives, for each masking that uses spaCy."
+    for masking in ('keywords', 'reference'):
+        fast = K.mask_and_tokenize(realistic, clip77, masking=masking)
+        with monkeypatch.context() as m:
+            m.setattr(K, 'pos_lookup', lambda nlp: None)
+            slow = K.mask_and_tokenize(realistic, clip77, masking=masking)
+        assert fast[0] == slow[0]
+        assert np.array_equal(fast[1], slow[1]) and np.array_equal(fast[2], slow[2])
+
+
+def test_piecewise_cut_equals_bisection(realistic, clip77):
+    "The cut from regex pieces equals the word bisection, and its ids equal `encode` of the cut text, at 77 tokens and shorter."
+    for raw in realistic:
+        text = ' '.join(raw.lower().replace('$', '').split())
+        for n in (75, 20):
+            cut, ids = K._cut_with_ids(text, clip77, n)
+            full = bpe_ids(clip77, text)
+            assert cut == (K._cut_search(text, clip77, n, full) if len(full) > n else text), text
+            if ids is not None: assert ids == clip77.encode(cut), text
+
+
+def test_token_rows_equal_tokenizer(realistic, clip77, tiny):
+    "`mask_and_tokenize` returns exactly what the tokenizer gives the cleaned and the masked captions."
+    for tok in (clip77, tiny.tokenizer):
+        rows, ids, masked = K.mask_and_tokenize(realistic, tok)
+        assert np.array_equal(ids, tok([r.caption for r in rows]).numpy())
+        assert np.array_equal(masked, tok([r.masked for r in rows]).numpy())
