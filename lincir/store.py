@@ -19,7 +19,8 @@ from .files import atomic_write, atomic_write_json
 from .retrieval import _safe, file_key, image_key, load_image, weights_fingerprint
 
 # %% auto #0
-__all__ = ['Shard', 'FeatureStore', 'encode_batches', 'store_path', 'open_store', 'stale', 'StoreView', 'ann_kind', 'ann_index']
+__all__ = ['Shard', 'FeatureStore', 'encode_batches', 'store_path', 'open_store', 'stale', 'StoreView', 'ann_kind', 'ivf_lists',
+           'ann_index']
 
 # %% ../nbs/07a_store.ipynb #a4ca12b0
 def _save_npy(path, a:np.ndarray) -> Path:
@@ -259,6 +260,10 @@ def _content_hash(view:StoreView) -> str:
 
 def ann_kind(n:int, hnsw_max:int=50_000) -> str: return 'hnsw' if n <= hnsw_max else 'ivf'
 
+def ivf_lists(n:int) -> int:
+    "Inverted lists for `n` vectors: the power of two nearest 4 sqrt(n) (faiss's guideline: 4-16 sqrt(n))."
+    return min(int(2 ** round(math.log2(max(1, 4 * math.sqrt(n))))), max(1, n // 39))  # k-means wants >= 39 points per list
+
 def _unit(x:np.ndarray) -> np.ndarray: return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
 
 def ann_index(view:StoreView, kind:str='auto', # auto, hnsw or ivf
@@ -278,11 +283,12 @@ def ann_index(view:StoreView, kind:str='auto', # auto, hnsw or ivf
         index = faiss.IndexIDMap(base)
         base.train(_unit(view.vectors(range(min(n, 1000)))))
     else:
-        nlist = max(1, int(2 ** round(math.log2(max(1, math.sqrt(n))))))
+        nlist = ivf_lists(n)
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(d), d, nlist, fp16)
+        index.cp.niter = 10  # k-means iterations: the lists' placement barely improves after this
         sample = np.sort(np.random.default_rng(seed).choice(n, min(n, 40 * nlist), replace=False))
         index.train(_unit(view.vectors(sample)))
-        index.nprobe = min(nlist, max(8, nlist // 16))
+        index.nprobe = min(nlist, max(16, nlist // 128))
     for x, _, pos in view.chunks(): index.add_with_ids(_unit(np.asarray(x, np.float32)), pos.astype(np.int64))
     atomic_write(path, lambda t: faiss.write_index(index, t))
     return index
@@ -291,6 +297,7 @@ def ann_index(view:StoreView, kind:str='auto', # auto, hnsw or ivf
 def _ann_topk(self:StoreView, q:torch.Tensor, k:int, exclude:list|None=None, index=None,
               candidates:int=4, # the index proposes `candidates * k` rows
               ef:int=128, # HNSW: breadth of the search (more: better recall, slower)
+              nprobe:int|None=None, # IVF: lists scanned (more: better recall, slower); None: the index's own
              ) -> tuple[list[list[int]], list[list[float]]]:
     "Like `topk`, through `ann_index`: the index proposes `candidates * k` rows, scored exactly."
     import faiss
@@ -300,6 +307,7 @@ def _ann_topk(self:StoreView, q:torch.Tensor, k:int, exclude:list|None=None, ind
     q = F.normalize(q.float().cpu(), dim=-1)
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if hasattr(inner, 'hnsw'): inner.hnsw.efSearch = max(ef, candidates * k)
+    if nprobe is not None and hasattr(inner, 'nprobe'): inner.nprobe = min(int(nprobe), inner.nlist)
     ex, threads = exclude or [()] * len(q), faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1 if len(q) < 8 else threads)  # faiss's idle threads and torch's slow each other down 50x
     try: _, found = index.search(q.numpy(), candidates * k + max(len(e) for e in ex))
