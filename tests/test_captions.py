@@ -145,11 +145,16 @@ print('built')
 
 def test_num_proc_after_torch_threads_does_not_hang(tmp_path):
     "Forked masking workers of a process that already ran torch on several threads finish (they used to wait forever)."
-    import subprocess, sys
+    import signal, subprocess, sys
     env = {**os.environ, 'LINCIR_CACHE': str(tmp_path / 'cache'), 'OMP_NUM_THREADS': '2'}
-    try: r = subprocess.run([sys.executable, '-c', FORKED_AFTER_TORCH], env=env, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired: pytest.fail('masked_corpus(num_proc=2) hung after torch used its thread pool')
-    assert r.returncode == 0 and 'built' in r.stdout, r.stderr[-2000:]
+    p = subprocess.Popen([sys.executable, '-c', FORKED_AFTER_TORCH], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try: out, err = p.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)  # the parent and its hung workers
+        p.communicate()
+        pytest.fail('masked_corpus(num_proc=2) hung after torch used its thread pool')
+    assert p.returncode == 0 and 'built' in out, err[-2000:]
 
 
 def test_offline_hub_fails_fast_and_clearly(monkeypatch):
