@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_keywords.ipynb #0cc69af5
 from __future__ import annotations
-import bisect, functools, importlib, importlib.util, re, warnings
+import bisect, functools, importlib, importlib.util, re, warnings, weakref
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -151,12 +151,18 @@ def _word_pieces(tok) -> bool:
     "Whether `tok` is open_clip's CLIP tokenizer (Python BPE over regex pieces, no reduction): ids can be had piece by piece."
     return all(hasattr(tok, a) for a in ('bpe', 'pat', 'byte_encoder', 'encoder', 'clean_fn')) and getattr(tok, 'reduction_fn', None) is None
 
+_PIECE_IDS = weakref.WeakKeyDictionary()  # per tokenizer: regex piece -> its BPE ids (like the tokenizer's own BPE cache)
+
 def _pieces(tok, text:str) -> tuple[list[int], list[int]]:
     "What `tok.encode` gives a text its cleaning leaves unchanged, and the start of the regex piece each id comes from."
+    cache = _PIECE_IDS.setdefault(tok, {})
     ids, starts = [], []
     for m in tok.pat.finditer(text):
-        bpe = tok.bpe(''.join(tok.byte_encoder[b] for b in m.group().encode('utf-8'))).split(' ')
-        ids += [tok.encoder[p] for p in bpe]; starts += [m.start()] * len(bpe)
+        piece = m.group()
+        x = cache.get(piece)
+        if x is None:
+            x = cache[piece] = [tok.encoder[p] for p in tok.bpe(''.join(tok.byte_encoder[b] for b in piece.encode('utf-8'))).split(' ')]
+        ids += x; starts += [m.start()] * len(x)
     return ids, starts
 
 def _cut_with_ids(text:str, tokenizer, max_tokens:int) -> tuple[str, list[int]|None]:
@@ -217,9 +223,11 @@ PLACEHOLDER = '$'
 
 def _join(pieces:list[str]) -> str: return ' '.join(''.join(pieces).split())
 
-def replace_keywords(doc, spans:list[tuple[int, int]]|None=None, lookup:PosLookup|None=None) -> str:
+def replace_keywords(doc, spans:list[tuple[int, int]]|None=None, lookup:PosLookup|None=None,
+                     text:str|None=None, # `doc.text` where the caller has it (spaCy rebuilds it token by token)
+                    ) -> str:
     "The text of `doc` with every occurrence of every keyword replaced by the placeholder."
-    text = doc.text
+    text = doc.text if text is None else text
     spans = keyword_spans(doc, lookup) if spans is None else spans
     off = _offsets(doc)
     starts, ends = set(off[:, 0].tolist()), set(off[:, 1].tolist())
@@ -257,11 +265,11 @@ def replace_random_word(text:str, rng:np.random.Generator) -> str:
     return ' '.join(PLACEHOLDER if x == w else x for x in words)
 
 # %% ../nbs/01_keywords.ipynb #55c074b3
-def reference_keywords(doc, lookup:PosLookup|None=None) -> list[str]:
+def reference_keywords(doc, lookup:PosLookup|None=None, text:str|None=None) -> list[str]:
     "The reference's `extract_keywords_spacy`: runs of NOUN/PROPN/ADJ/DET token texts joined by one space, in order, repeats kept."
     flags = np.isin(pos_ids(doc, lookup), _keyword_pos_ids())
     if not flags.any(): return []
-    off, text = _offsets(doc), doc.text
+    off, text = _offsets(doc), (doc.text if text is None else text)
     return [' '.join(text[s:e] for s, e in off[a:b+1].tolist()) for a, b in _runs(flags)]
 
 _MARK = '\x00'  # stands for the reference's '[$]' while replacing; cleaned captions contain no NUL
@@ -294,9 +302,9 @@ def has_words(text) -> bool:
 def _mask_one(doc, text:str, seed:int, index:int, masking:str='keywords', lookup:PosLookup|None=None) -> tuple[str, Rule]:
     if not has_words(text): return '', Rule.SKIPPED  # '', '...', '!!!': training on them teaches `$` -> nothing
     if masking == 'reference':
-        return replace_keywords_reference(text, reference_keywords(doc, lookup) if doc is not None else [], np.random.default_rng([seed, index]))
+        return replace_keywords_reference(text, reference_keywords(doc, lookup, text) if doc is not None else [], np.random.default_rng([seed, index]))
     spans = keyword_spans(doc, lookup) if doc is not None else []
-    if spans: return replace_keywords(doc, spans), Rule.KEYWORDS
+    if spans: return replace_keywords(doc, spans, text=text), Rule.KEYWORDS
     return replace_random_word(text, np.random.default_rng([seed, index])), Rule.RANDOM_WORD
 
 # %% ../nbs/01_keywords.ipynb #36228e07
@@ -306,7 +314,8 @@ def _token_rows(tok, texts:list[str], ids:list[list[int]|None]|None=None) -> np.
     L, ids = tok.context_length, ids or [None] * len(texts)
     out = np.zeros((len(texts), L), np.int32)
     for i, (t, x) in enumerate(zip(texts, ids)):
-        row = [tok.sot_token_id] + (tok.encode(t) if x is None else x) + [tok.eot_token_id]
+        if x is None: x = _pieces(tok, t)[0] if tok.clean_fn(t) == t else tok.encode(t)  # `encode`, without its second cleaning
+        row = [tok.sot_token_id] + x + [tok.eot_token_id]
         if len(row) > L: row = row[:L]; row[-1] = tok.eot_token_id  # as open_clip truncates
         out[i, :len(row)] = row
     return out
@@ -314,7 +323,7 @@ def _token_rows(tok, texts:list[str], ids:list[list[int]|None]|None=None) -> np.
 def mask_and_tokenize(captions:list, # raw captions (any value; None counts as empty)
                       bb_or_tokenizer, # a `Backbone` or its open_clip tokenizer
                       seed:int=0, # seeds the random-word fallback
-                      batch_size:int=256, # spaCy batch size
+                      batch_size:int=64, # spaCy batch size (64 is the fastest on CPU; results do not depend on it)
                       indices:list[int]|None=None, # corpus positions of `captions` (default 0..n-1): seed the RNG
                       masking:str='keywords', # 'keywords' (the paper, whole tokens), 'reference' (the official code's str.replace) or 'random' (an ablation)
                      ) -> tuple[list[MaskedCaption], np.ndarray, np.ndarray]:
@@ -342,7 +351,7 @@ def mask_and_tokenize(captions:list, # raw captions (any value; None counts as e
 def mask_captions(captions:list, # raw captions (any value; None counts as empty)
                   bb_or_tokenizer, # a `Backbone` or its open_clip tokenizer
                   seed:int=0, # seeds the random-word fallback
-                  batch_size:int=256, # spaCy batch size
+                  batch_size:int=64, # spaCy batch size (64 is the fastest on CPU; results do not depend on it)
                   indices:list[int]|None=None, # corpus positions of `captions` (default 0..n-1): seed the RNG
                   masking:str='keywords', # 'keywords' (the paper, whole tokens), 'reference' (the official code's str.replace) or 'random' (an ablation)
                  ) -> list[MaskedCaption]:
