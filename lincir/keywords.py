@@ -107,9 +107,9 @@ def pos_lookup(nlp) -> PosLookup|None:
     return None if words is None else PosLookup(nlp, words)
 
 @functools.cache
-def _keyword_pos_ids() -> np.ndarray:
+def _keyword_pos_ids() -> frozenset[int]:
     from spacy.parts_of_speech import IDS
-    return np.array(sorted(IDS[p] for p in KEYWORD_POS), dtype=np.uint64)
+    return frozenset(IDS[p] for p in KEYWORD_POS)
 
 def pos_ids(doc, lookup:PosLookup|None=None) -> np.ndarray:
     "The coarse POS id of each token of `doc` (`spacy.parts_of_speech`): its own if the attribute ruler ran, else `lookup`'s."
@@ -202,17 +202,22 @@ def _offsets(doc) -> np.ndarray:
     a[:, 1] += a[:, 0]
     return a
 
-def _runs(flags:np.ndarray) -> list[tuple[int, int]]:
-    "First and last index of each maximal run of True."
-    d = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1).tolist(), (np.flatnonzero(d == -1) - 1).tolist()))
+def _keyword_runs(doc, lookup:PosLookup|None) -> list[tuple[int, int]]:
+    "First and last token index of each maximal run of keyword tokens (plain Python: a caption is a few dozen tokens)."
+    kw, runs, start = _keyword_pos_ids(), [], None
+    for i, p in enumerate(pos_ids(doc, lookup).tolist()):
+        if p in kw:
+            if start is None: start = i
+        elif start is not None: runs.append((start, i - 1)); start = None
+    if start is not None: runs.append((start, len(doc) - 1))
+    return runs
 
 def keyword_spans(doc, lookup:PosLookup|None=None) -> list[tuple[int, int]]:
     "Character spans `(start, end)` of the maximal runs of keyword tokens in a spaCy `doc` (`lookup`: for docs tagged without the attribute ruler)."
-    flags = np.isin(pos_ids(doc, lookup), _keyword_pos_ids())
-    if not flags.any(): return []
-    off = _offsets(doc)
-    return [(int(off[s, 0]), int(off[e, 1])) for s, e in _runs(flags)]
+    runs = _keyword_runs(doc, lookup)
+    if not runs: return []
+    off = _offsets(doc).tolist()
+    return [(off[s][0], off[e][1]) for s, e in runs]
 
 def keywords(doc, lookup:PosLookup|None=None) -> list[str]:
     "The keywords of a spaCy `doc`, in order."
@@ -267,10 +272,10 @@ def replace_random_word(text:str, rng:np.random.Generator) -> str:
 # %% ../nbs/01_keywords.ipynb #55c074b3
 def reference_keywords(doc, lookup:PosLookup|None=None, text:str|None=None) -> list[str]:
     "The reference's `extract_keywords_spacy`: runs of NOUN/PROPN/ADJ/DET token texts joined by one space, in order, repeats kept."
-    flags = np.isin(pos_ids(doc, lookup), _keyword_pos_ids())
-    if not flags.any(): return []
-    off, text = _offsets(doc), (doc.text if text is None else text)
-    return [' '.join(text[s:e] for s, e in off[a:b+1].tolist()) for a, b in _runs(flags)]
+    runs = _keyword_runs(doc, lookup)
+    if not runs: return []
+    off, text = _offsets(doc).tolist(), (doc.text if text is None else text)
+    return [' '.join(text[s:e] for s, e in off[a:b+1]) for a, b in runs]
 
 _MARK = '\x00'  # stands for the reference's '[$]' while replacing; cleaned captions contain no NUL
 
