@@ -6,7 +6,7 @@ pipes, keyword replacement, placeholder check), and the whole cache build `maske
 texts, writing Arrow and the uint16 arrays) with num_proc=1 and 2 into a temporary cache. spaCy is loaded before the
 timings (forked workers inherit it). Each figure is the best of `--repeat` runs, since other jobs share the machine;
 the per-core rate is also measured in CPU time (process time), which other jobs disturb little.
-Usage: python benchmarks/masking.py [--n 16000] [--repeat 2] [--backbone-tokenizer ViT-L-14]
+Usage: python benchmarks/masking.py [--n 48000] [--repeat 2] [--backbone-tokenizer ViT-L-14]
 """
 import argparse, json, os, sys, tempfile, time
 from pathlib import Path
@@ -28,7 +28,7 @@ def best(fn, repeat, clock=time.perf_counter):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--n', type=int, default=16000); ap.add_argument('--repeat', type=int, default=2)
+    ap.add_argument('--n', type=int, default=48000); ap.add_argument('--repeat', type=int, default=2)
     ap.add_argument('--tokenizer', default='ViT-L-14'); ap.add_argument('--corpus', type=float, default=9.3e6)
     ap.add_argument('--cores', type=int, default=16); ap.add_argument('--out', default='benchmarks/results/masking.json')
     args = ap.parse_args()
