@@ -307,11 +307,14 @@ def _ann_topk(self:StoreView, q:torch.Tensor, k:int, exclude:list|None=None, ind
     q = F.normalize(q.float().cpu(), dim=-1)
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if hasattr(inner, 'hnsw'): inner.hnsw.efSearch = max(ef, candidates * k)
-    if nprobe is not None and hasattr(inner, 'nprobe'): inner.nprobe = min(int(nprobe), inner.nlist)
+    own_nprobe = getattr(inner, 'nprobe', None)  # this call's `nprobe` must not become the index's
+    if nprobe is not None and own_nprobe is not None: inner.nprobe = min(int(nprobe), inner.nlist)
     ex, threads = exclude or [()] * len(q), faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1 if len(q) < 8 else threads)  # faiss's idle threads and torch's slow each other down 50x
     try: _, found = index.search(q.numpy(), candidates * k + max(len(e) for e in ex))
-    finally: faiss.omp_set_num_threads(threads)
+    finally:
+        faiss.omp_set_num_threads(threads)
+        if own_nprobe is not None: inner.nprobe = own_nprobe
     out_pos, out_score = [], []
     for i, row in enumerate(found):
         p = [int(j) for j in row if j >= 0 and int(j) not in ex[i]]
