@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import datasets
 import numpy as np
 import torch
-from datasets import Dataset, Features, List, Value
 from . import backbone as _backbone
 from .backbone import Backbone, cache_dir
 from .files import atomic_write, build_folder, remove_leftovers
@@ -76,6 +74,7 @@ def _read_file(path:str) -> Dataset:
     if p.is_dir() or p.suffix.lower() not in FILE_FORMATS:
         raise CaptionError(f"Cannot read captions from {p}: supported files are {', '.join(FILE_FORMATS)}")
     _check_not_empty(p)
+    from datasets import Dataset
     reader = getattr(Dataset, f'from_{FILE_FORMATS[p.suffix.lower()]}')
     try: return reader(str(p), cache_dir=str(cache_dir()/'datasets'))
     except Exception as e:
@@ -85,6 +84,7 @@ def _read_file(path:str) -> Dataset:
 
 def _caption_column(ds:Dataset, column:str, where:str) -> Dataset:
     "`ds` reduced to its `column`, renamed `caption`, as strings."
+    from datasets import Value
     if column not in ds.column_names:
         raise CaptionError(f"{where} has no column {column!r}; its columns: {', '.join(ds.column_names) or 'none'}. "
                            "Choose one with --caption_column (python -m lincir.training), caption_column= (TrainConfig, "
@@ -98,6 +98,7 @@ def _caption_column(ds:Dataset, column:str, where:str) -> Dataset:
 # %% ../nbs/05_captions.ipynb #812243b4
 def _as_text(ds:Dataset, column:str='caption', where:str='captions') -> Dataset:
     "`ds`'s `caption` column as strings, converted per value (None stays None: an empty caption); lists or dicts are refused."
+    from datasets import Features, Value
     def one(v):
         if isinstance(v, (list, dict)): raise CaptionError(f"{where}: column {column!r} is not text: it holds {type(v).__name__}s, e.g. {str(v)[:60]}")
         return v if v is None or isinstance(v, str) else str(v)
@@ -112,6 +113,7 @@ def _check_not_empty(p:Path):
 # %% ../nbs/05_captions.ipynb #2e5ad56d
 def _hub_cached(name:str) -> bool:
     "Whether `datasets` or the hub cache holds some version of the hub dataset `name`."
+    import datasets
     from datasets.naming import camelcase_to_snakecase
     from huggingface_hub import constants
     org, _, ds_name = name.rpartition('/')
@@ -122,6 +124,7 @@ def _hub_cached(name:str) -> bool:
 @contextmanager
 def _offline(on:bool):
     "Offline mode for `datasets` and `huggingface_hub` inside the block (both read these flags at call time)."
+    import datasets
     from huggingface_hub import constants
     old = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
     if on: datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
@@ -135,6 +138,7 @@ def _offline_hint(name:str, column:str) -> str:
             f"(.txt with one caption per line, or .jsonl/.csv/.parquet with a {column!r} column) and pass its path.")
 
 def _read_hub(name:str, revision:str|None, column:str, split:str='train') -> Dataset:
+    import datasets
     offline = datasets.config.HF_HUB_OFFLINE or not _backbone._hub_reachable()
     if offline and not _hub_cached(name):
         raise CaptionError(f"Cannot load the caption dataset {name!r}: the Hugging Face Hub is not reachable "
@@ -149,6 +153,7 @@ def _read_hub(name:str, revision:str|None, column:str, split:str='train') -> Dat
 def _read_source(spec:dict, column:str, seed:int) -> tuple[Dataset, dict]:
     "One source as a `caption` dataset, and what identifies its content for caching."
     if spec['kind'] == 'generator':
+        from datasets import Dataset
         fn, _ = GENERATORS[spec['name']]
         return Dataset.from_dict({'caption': list(fn(spec['n'], seed))}), dict(spec, seed=seed, version=GENERATOR_VERSIONS.get(spec['name'], 1))
     if spec['kind'] == 'file':
@@ -160,6 +165,7 @@ def _read_source(spec:dict, column:str, seed:int) -> tuple[Dataset, dict]:
 
 # %% ../nbs/05_captions.ipynb #2aac8bc9
 def _load(sources, column, limit, seed, shuffle) -> tuple[Dataset, list[dict]]:
+    from datasets import concatenate_datasets
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     if not sources: raise CaptionError("No caption sources given.")
     parts, ids = [], []
@@ -167,7 +173,7 @@ def _load(sources, column, limit, seed, shuffle) -> tuple[Dataset, list[dict]]:
         ds, ident = _read_source(parse_source(str(src)), column, seed)
         if limit is not None: ds = ds.select(range(min(limit, len(ds))))
         parts.append(ds); ids.append(ident)
-    ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    ds = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
     if len(ds) == 0: raise CaptionError(f"The caption corpus is empty: no captions in {', '.join(map(str, sources))}")
     return (ds.shuffle(seed=seed) if shuffle else ds), ids
 
@@ -196,6 +202,7 @@ def _mask_batch(batch:dict, indices:list[int], tokenizer, seed:int, masking:str)
                 tokens=tok, masked_tokens=msk, length=np.maximum(_lengths(tokenizer, tok), _lengths(tokenizer, msk)))
 
 def _features(context_length:int) -> Features:
+    from datasets import Features, List, Value
     ids = List(Value('int32'), length=context_length)
     return Features(caption=Value('string'), masked=Value('string'), rule=Value('int8'),
                     tokens=ids, masked_tokens=ids, length=Value('int16'))
@@ -304,8 +311,9 @@ def _report_dropped(ds:Dataset, n:int, shown:int=3):
 
 def _read_cached(out:Path) -> Dataset:
     "A cached masked corpus, checked: its description and every column readable."
+    from datasets import load_from_disk
     json.loads((out/'corpus.json').read_text())
-    ds = datasets.load_from_disk(str(out))
+    ds = load_from_disk(str(out))
     ds[:1], ds[-1:]
     if all((out/f'{k}.npy').exists() for k in ARRAYS) and len(TokenArrays.open(out)) != len(ds):
         raise ValueError(f"token arrays of {len(TokenArrays.open(out))} rows for {len(ds)} captions")

@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 from .backbone import Backbone, BackboneError, load_backbone, local_model_names, resolve_pretrained
 from .files import RunLock, atomic_write, atomic_write_json, build_folder, finished_folder, remove_leftovers
 from .phi import Phi, save_phi
-from .captions import token_arrays
 from .smp import NOISES, sample_noise, smp_loss
 
 # %% auto #0
@@ -484,6 +483,7 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
     bb = load_backbone(cfg.backbone, cfg.pretrained, device=dev)
     if validator is None and writer: validator = _default_validator(cfg, bb)
     if validator is not None: _check_val_metric(cfg, validator)
+    from lincir.captions import token_arrays  # a given corpus as arrays; `_corpus` builds one
     data = token_arrays(corpus) if corpus is not None else _corpus(cfg, bb, rank)
     _check_corpus_size(len(data), cfg)
     if writer:  # settings all checked: the folder is this run's
