@@ -1,4 +1,7 @@
-"CUDA-only checks of the training step and loop, run by benchmarks/gpu.sh; skipped where there is no CUDA device."
+"""CUDA-only checks of the training step and loop, run by benchmarks/gpu.sh; skipped where there is no CUDA device.
+
+The GPU machine has neither `datasets` nor spaCy: this module and what it imports must not need them (the rehearsal,
+tests/test_gpu_script.py, imports it in a stand-in of that machine's environment)."""
 import dataclasses, os, sys, warnings
 import numpy as np
 import pytest, torch
@@ -6,7 +9,8 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_chunked_step import GradRecorder, batch, rel
-from test_training import cfg_for, corpus_for
+from test_training import cfg_for
+from lincir.captions import TokenArrays
 from lincir.phi import Phi
 from lincir.smp import smp_loss
 from lincir.training import TrainConfig, mixed_precision, read_metrics, step_noise, train, train_step
@@ -63,13 +67,24 @@ def test_chunked_step_equals_whole_batch_on_cuda(tiny_cuda):
         assert rel(opt.grads, ref_grad) <= 1e-5
 
 
+def token_corpus(bb, n=128) -> TokenArrays:
+    "A masked corpus as the arrays training reads, made without `datasets` or spaCy."
+    tok, msk = (t.cpu().numpy() for t in batch(bb, n))
+    return TokenArrays(np.stack([tok, msk], 1).astype(np.uint16), np.maximum(tok.argmax(-1), msk.argmax(-1)) + 1, np.zeros(n, np.int8))
+
+
+def full_and_resumed(bb, tmp_path, device, precision):
+    "Run folders of 6 steps in one go, and of 3 steps then resumed to 6."
+    corpus = token_corpus(bb)
+    full = train(cfg_for(tmp_path / 'a', ema=0.9, device=device, precision=precision), corpus=corpus, progress=False)
+    half = cfg_for(tmp_path / 'b', ema=0.9, steps=3, device=device, precision=precision)
+    train(half, corpus=corpus, progress=False)
+    return full, train(dataclasses.replace(half, steps=6), corpus=corpus, progress=False)
+
+
 @pytest.mark.parametrize('precision', ['bf16', 'fp16'])
 def test_resume_on_cuda_continues(tiny_cuda, tmp_path, precision):
-    corpus = corpus_for(tiny_cuda)
-    full = train(cfg_for(tmp_path / 'a', ema=0.9, device='cuda', precision=precision), corpus=corpus, progress=False)
-    half = cfg_for(tmp_path / 'b', ema=0.9, steps=3, device='cuda', precision=precision)
-    train(half, corpus=corpus, progress=False)
-    resumed = train(dataclasses.replace(half, steps=6), corpus=corpus, progress=False)
+    full, resumed = full_and_resumed(tiny_cuda, tmp_path, 'cuda', precision)
     a, b = read_metrics(full), read_metrics(resumed)
     assert [r['step'] for r in b] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([r['loss'] for r in b], [r['loss'] for r in a], rtol=1e-5)  # CUDA kernels may reorder sums

@@ -1,7 +1,6 @@
 import dataclasses, json, os, signal, subprocess, sys, textwrap, warnings
 import numpy as np
 import pytest, torch
-from datasets import Dataset
 from safetensors.torch import load_file
 
 from lincir.training import TrainConfig, train, read_metrics, train_step, mixed_precision
@@ -14,6 +13,7 @@ PAIRS = [('a red circle', '$'), ('a small blue square next to a green star', '$ 
 
 
 def corpus_for(bb, n=128):
+    from datasets import Dataset  # here, not above: tests/test_cuda.py imports this module on the GPU machine, which lacks datasets
     caps = [PAIRS[i % len(PAIRS)] for i in range(n)]
     tok = bb.tokenize([c for c, _ in caps]).to(torch.int32)
     msk = bb.tokenize([m for _, m in caps]).to(torch.int32)
