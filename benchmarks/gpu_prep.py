@@ -159,6 +159,7 @@ def main():
     ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args()
     out = Path(a.out).resolve()
+    if not out.is_relative_to(ROOT): sys.exit(f"gpu_prep: {out} is outside the checkout {ROOT}: a device call carries only folders inside it")
     found = wheels(out/'wheels')
     print(f"wheels/: {', '.join(w.name for w in found)}")
     served = captions(out/'captions', a.backbones, a.captions, a.seed)
@@ -171,7 +172,6 @@ def main():
     print(f"{out}: {total / 2**20:.1f} MiB; a device call carrying it sends {sent / 2**20:.1f} MiB "
           f"(limit {TRAVEL_LIMIT // 2**20} MiB)")
     if sent > TRAVEL_LIMIT: sys.exit(f"gpu_prep: {sent / 2**20:.1f} MiB is over the device call's limit")
-    if not out.is_relative_to(ROOT): sys.exit(f"gpu_prep: {out} is outside the checkout {ROOT}: a device call carries only folders inside it")
     print(f'the device call (README, GPU check): run(command="bash benchmarks/gpu.sh", carry=["{out.relative_to(ROOT)}"], timeout_s=300)')
 
 
