@@ -55,6 +55,41 @@ def get(rec, key:str, where:str):
         raise ValueError(f"{where}: record has no field {key!r} (fields: {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})")
     return rec[key]
 
+_SHOWN = 60  # characters of a bad value quoted in an error
+
+def _bad(where:str, key:str, want:str, v):
+    r = repr(v)
+    return ValueError(f"{where}: field {key!r} must be {want}, got {r if len(r) <= _SHOWN else r[:_SHOWN] + '...'}")
+
+def _is_id(v) -> bool: return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+
+def _text(rec, key:str, where:str) -> str:
+    "`rec[key]`, which must be a string."
+    v = get(rec, key, where)
+    if not isinstance(v, str): raise _bad(where, key, 'a string', v)
+    return v
+
+def _id(rec, key:str, where:str) -> str:
+    "`rec[key]`, which must be an id (a string or an integer), as a string."
+    v = get(rec, key, where)
+    if not _is_id(v): raise _bad(where, key, 'an id (a string or an integer)', v)
+    return str(v)
+
+def _list(rec, key:str, where:str, ok, want:str, n:int|None=None) -> list:
+    "`rec[key]`, which must be a list (of `n` items, if given) whose items pass `ok`."
+    v = get(rec, key, where)
+    if not isinstance(v, list) or not all(ok(x) for x in v) or (n is not None and len(v) != n): raise _bad(where, key, want, v)
+    return v
+
+def _unique(queries:list, path:Path, name:str):
+    "Refuse a query id given twice (it would silently merge two queries, changing the metrics or a submission)."
+    seen = {}
+    for n, q in enumerate(queries):
+        if q.id in seen:
+            raise ValueError(f"{path} record {n}: {name} {q.id} is also record {seen[q.id]}'s; every query needs its own id. "
+                             "Fix or remove one of the two records.")
+        seen[q.id] = n
+
 # %% ../nbs/09_benchmarks.ipynb #3930c9ea
 @dataclass
 class Benchmark:
@@ -114,6 +149,16 @@ def _cirr_submission(queries, p):
     return {'cirr_test1_recall.json': recall, 'cirr_test1_recall_subset.json': subset}
 
 # %% ../nbs/09_benchmarks.ipynb #0f2a3d93
+def _cirr_query(r, where:str, test:bool) -> Query:
+    "One CIRR caption record as a query, every field it uses checked."
+    ref, members = _text(r, 'reference', where), get(r, 'img_set', where)
+    if not (isinstance(members, dict) and isinstance(members.get('members'), list) and all(isinstance(m, str) for m in members['members'])):
+        raise _bad(where, 'img_set', "{'members': [image names], ...}", members)
+    soft = {} if test else r.get('target_soft', {})
+    if not isinstance(soft, dict): raise _bad(where, 'target_soft', '{image name: score}', soft)
+    return Query(_id(r, 'pairid', where), ref, [_text(r, 'caption', where)], targets=[] if test else [_text(r, 'target_hard', where)],
+                 exclude=[ref], subset=list(members['members']), info={} if test else {'target_soft': soft})
+
 def load_cirr(root, # folder holding cirr/, dev/, test1/
               split:str='val') -> Benchmark: # val or test1
     "CIRR as distributed."
@@ -123,14 +168,10 @@ def load_cirr(root, # folder holding cirr/, dev/, test1/
     caps = read_json(path, 'cirr')
     names = read_json(root/'cirr'/'image_splits'/f'split.rc2.{split}.json', 'cirr')
     images = {n: root/p for n, p in names.items()}
-    queries = []
-    for n, r in enumerate(caps):
-        where = f"{path} record {n}"
-        ref = get(r, 'reference', where)
-        queries.append(Query(str(get(r, 'pairid', where)), ref, [get(r, 'caption', where)],
-                             targets=[] if split == 'test1' else [get(r, 'target_hard', where)], exclude=[ref],
-                             subset=list(get(get(r, 'img_set', where), 'members', where)),
-                             info={} if split == 'test1' else {'target_soft': r.get('target_soft', {})}))
+    if not isinstance(caps, list): raise ValueError(f"{path} must hold a list of caption records, got {type(caps).__name__}")
+    queries = [_cirr_query(r, f"{path} record {n}" + (f" (pairid {r['pairid']})" if isinstance(r, dict) and 'pairid' in r else ''),
+                           split == 'test1') for n, r in enumerate(caps)]
+    _unique(queries, path, 'pairid')
     _check_refs('cirr', queries, images)
     test = split == 'test1'
     return Benchmark('cirr', split, queries, images, {'all': list(names)}, None if test else _cirr_metric,
@@ -158,6 +199,18 @@ def _circo_submission(queries, p):
     return {'circo_test.json': {q.id: [_as_id(i) for i in _top(p.rankings[q.id], 50, q.id, 'circo')] for q in _done(queries, p)}}
 
 # %% ../nbs/09_benchmarks.ipynb #cf39e238
+def _circo_query(r, where:str, labelled:bool) -> Query:
+    "One CIRCO (or ShapesCIR) annotation record as a query, every field it uses checked."
+    gts = [str(g) for g in _list(r, 'gt_img_ids', where, _is_id, 'a non-empty list of image ids')] if labelled else []
+    if labelled and (not gts or _id(r, 'target_img_id', where) != gts[0]):
+        raise ValueError(f"{where}: target_img_id {r.get('target_img_id')} is not gt_img_ids[0] ({gts[:1]})")
+    for key in ('query_type', 'target_caption', 'shared_concept'):
+        if r.get(key) is not None: _text(r, key, where)
+    if 'semantic_aspects' in r: _list(r, 'semantic_aspects', where, lambda x: isinstance(x, str), 'a list of strings')
+    return Query(_id(r, 'id', where), _id(r, 'reference_img_id', where), [_text(r, 'relative_caption', where)], targets=gts,
+                 group=r.get('query_type'), target_caption=r.get('target_caption'),
+                 info={k: r[k] for k in ('shared_concept', 'semantic_aspects') if k in r})
+
 def load_circo(root, # folder holding annotations/ and COCO2017_unlabeled/
                split:str='val', # val or test (ShapesCIR: any annotations/{split}.json)
                name:str='circo') -> Benchmark:
@@ -174,16 +227,8 @@ def load_circo(root, # folder holding annotations/ and COCO2017_unlabeled/
     images = {str(get(im, 'id', 'image_info_unlabeled2017.json')): folder/get(im, 'file_name', 'image_info_unlabeled2017.json')
               for im in get(info, 'images', 'image_info_unlabeled2017.json')}
     labelled = name == 'shapes' and bool(ann) and 'gt_img_ids' in ann[0] or name == 'circo' and split == 'val'
-    queries = []
-    for n, r in enumerate(ann):
-        where = f"{path} record {n}"
-        gts = [str(g) for g in get(r, 'gt_img_ids', where)] if labelled else []
-        if labelled and (not gts or str(get(r, 'target_img_id', where)) != gts[0]):
-            raise ValueError(f"{where}: target_img_id {r.get('target_img_id')} is not gt_img_ids[0] ({gts[:1]})")
-        queries.append(Query(str(get(r, 'id', where)), str(get(r, 'reference_img_id', where)),
-                             [get(r, 'relative_caption', where)], targets=gts, group=r.get('query_type'),
-                             target_caption=r.get('target_caption'),
-                             info={k: r[k] for k in ('shared_concept', 'semantic_aspects') if k in r}))
+    queries = [_circo_query(r, f"{path} record {n}", labelled) for n, r in enumerate(ann)]
+    _unique(queries, path, 'id')
     _check_refs(name, queries, images)
     metric = (_shapes_metric if name == 'shapes' else _circo_metric) if labelled else None
     submission = _circo_submission if name == 'circo' and not labelled else None
@@ -215,10 +260,9 @@ def load_fashioniq(root, # folder holding captions/, image_splits/, images/
         galleries[cat] = list(read_json(root/'image_splits'/f'split.{cat}.{split}.json', 'fashioniq'))
         for n, r in enumerate(caps):
             where = f"{path} record {n}"
-            c = get(r, 'captions', where)
-            if len(c) != 2: raise ValueError(f"{where}: expected 2 captions, got {len(c)}")
-            queries.append(Query(f'{cat}/{n}', get(r, 'candidate', where), fiq_captions(*c), gallery=cat,
-                                 targets=[get(r, 'target', where)], group=cat))
+            c = _list(r, 'captions', where, lambda x: isinstance(x, str), 'a list of 2 strings', n=2)
+            queries.append(Query(f'{cat}/{n}', _text(r, 'candidate', where), fiq_captions(*c), gallery=cat,
+                                 targets=[_text(r, 'target', where)], group=cat))
         images.update({a: root/'images'/f'{a}.jpg' for a in galleries[cat] + [q.reference for q in queries if q.group == cat]})
     _check_refs('fashioniq', queries, images)
     return Benchmark('fashioniq', split, queries, images, galleries, _fiq_metric)
@@ -256,10 +300,11 @@ def _genecis_metric(queries, p):
 def _genecis_image(root, rec, where):
     "Image id and source of one GeneCIS image record (VG crop or COCO val image)."
     if isinstance(rec, dict) and 'val_image_id' in rec:
-        i = int(rec['val_image_id'])
+        i = get(rec, 'val_image_id', where)
+        if isinstance(i, bool) or not isinstance(i, int): raise _bad(where, 'val_image_id', 'an integer', i)
         return f'coco/{i}', root/'val2017'/f'{i:012d}.jpg'
-    i, box = get(rec, 'image_id', where), tuple(get(rec, 'instance_bbox', where))
-    if len(box) != 4: raise ValueError(f"{where}: instance_bbox must be [x, y, w, h], got {list(box)}")
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+    i, box = _id(rec, 'image_id', where), tuple(_list(rec, 'instance_bbox', where, number, '[x, y, w, h] (4 numbers)', n=4))
     return f'vg/{i}/{",".join(map(str, box))}', Crop(root/'VG_100K_all'/f'{i}.jpg', box)
 
 def load_genecis(root, # folder holding genecis/, VG_100K_all/, val2017/
@@ -273,11 +318,11 @@ def load_genecis(root, # folder holding genecis/, VG_100K_all/, val2017/
         path = root/'genecis'/f'{task}.json'
         for n, r in enumerate(read_json(path, 'genecis')):
             where, qid = f"{path} record {n}", f'{task}/{n}'
-            cond = get(r, 'condition', where)
-            if not isinstance(cond, str): raise ValueError(f"{where}: condition must be a string, got {cond!r}")
+            cond = _text(r, 'condition', where)
+            gallery = _list(r, 'gallery', where, lambda x: isinstance(x, dict), 'a list of image records')
             ref, tgt, *gal = [_genecis_image(root, x, f'{where} {k}') for k, x in
                               [('reference', get(r, 'reference', where)), ('target', get(r, 'target', where))] +
-                              [(f'gallery[{j}]', x) for j, x in enumerate(get(r, 'gallery', where))]]
+                              [(f'gallery[{j}]', x) for j, x in enumerate(gallery)]]
             images.update([ref, tgt, *gal])
             galleries[qid] = list(dict.fromkeys([i for i, _ in gal if i != tgt[0]] + [tgt[0]]))
             queries.append(Query(qid, ref[0], [cond], gallery=qid, targets=[tgt[0]], group=task))

@@ -21,7 +21,7 @@ from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_and_tokenize, spacy
 # %% auto #0
 __all__ = ['PAPER_CORPORA', 'FILE_FORMATS', 'GENERATORS', 'GENERATOR_VERSIONS', 'ARRAYS', 'CaptionError', 'register_generator',
            'parse_source', 'load_captions', 'write_token_arrays', 'TokenArrays', 'token_arrays', 'corpus_key',
-           'masked_corpus', 'corpus_meta']
+           'masked_corpus', 'corpus_meta', 'corpus_identity', 'corpus_changes']
 
 # %% ../nbs/05_captions.ipynb #32f4d3be
 PAPER_CORPORA = ('dangne/gcc_caption_only', 'FredZhang7/stable-diffusion-prompts-2.47M', 'Geonmo/midjourney-prompts-only')
@@ -64,9 +64,14 @@ def parse_source(source:str) -> dict:
                        f"'org/name[@revision]', or a generator: {', '.join(f'{g}[:N]' for g in GENERATORS)}.")
 
 # %% ../nbs/05_captions.ipynb #c5bda3bd
+_HASH_BLOCK = 1 << 20  # bytes read at a time when hashing a caption file
+
 def _file_identity(path:str) -> dict:
-    st = os.stat(path)
-    return dict(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    "A caption file's path, size and content hash: what it holds, not when it was last touched."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while block := f.read(_HASH_BLOCK): h.update(block)
+    return dict(path=path, size=os.path.getsize(path), sha256=h.hexdigest())
 
 def _read_file(path:str) -> Dataset:
     p = Path(path)
@@ -245,6 +250,7 @@ class TokenArrays:
     ids: np.ndarray # [n, 2, L] token ids of each cleaned caption and of its masked caption (uint16 for CLIP)
     length: np.ndarray # [n] tokens used by the longer of the two, end token included
     rule: np.ndarray # [n] the masking rule (`lincir.keywords.Rule`)
+    folder: Path|None = None # the cache entry they were mapped from
 
     def __len__(self): return len(self.length)
     @property
@@ -261,7 +267,7 @@ class TokenArrays:
     @classmethod
     def open(cls, folder) -> TokenArrays:
         "Memory-map the arrays that `write_token_arrays` wrote in `folder` (plain ndarray views of the maps: cheaper to index)."
-        return cls(**{k: np.asarray(np.load(Path(folder)/f'{k}.npy', mmap_mode='r')) for k in ARRAYS})
+        return cls(**{k: np.asarray(np.load(Path(folder)/f'{k}.npy', mmap_mode='r')) for k in ARRAYS}, folder=Path(folder))
 
 # %% ../nbs/05_captions.ipynb #ed60ee73
 def _cache_folder(ds:Dataset) -> Path|None:
@@ -291,10 +297,11 @@ def _tokenizer_identity(bb_or_tokenizer) -> dict:
                 vocab_size=getattr(tok, 'vocab_size', None) or len(getattr(tok, 'encoder', {})) or None)
 
 def corpus_key(identities:list[dict], bb_or_tokenizer, column:str, limit, seed:int, shuffle:bool, masking:str) -> dict:
-    "Everything a masked corpus depends on."
-    return dict(sources=identities, column=column, limit=limit, shuffle=shuffle, seed=seed,
-                tokenizer=_tokenizer_identity(bb_or_tokenizer),
-                masking=dict(kind=masking, version=MASKING_VERSION, spacy=spacy_model_id() if masking != 'random' else None))
+    "Everything a masked corpus depends on (as JSON reads it back: it is recorded in the cache and in training runs)."
+    key = dict(sources=identities, column=column, limit=limit, shuffle=shuffle, seed=seed,
+               tokenizer=_tokenizer_identity(bb_or_tokenizer),
+               masking=dict(kind=masking, version=MASKING_VERSION, spacy=spacy_model_id() if masking != 'random' else None))
+    return json.loads(json.dumps(key, default=str))
 
 def _key_hash(key:dict) -> str: return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -346,11 +353,13 @@ def masked_corpus(sources:list[str]|str, # files, hub names, generators (`shapes
                   num_proc:int=1, # processes for masking
                   batch_size:int=1000, # captions per map batch
                   refresh:bool=False, # rebuild even if cached
+                  on_key:Callable[[dict], None]|None=None, # sees the corpus key before anything is built (a resumed run refuses another corpus)
                  ) -> Dataset:
     "The masked, tokenised corpus: `caption, masked, rule, tokens, masked_tokens, length`; built once and cached."
     if masking not in MASKINGS: raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
     ds, ids = _load(sources, column, limit, seed, shuffle)
     key = corpus_key(ids, bb, column, limit, seed, shuffle, masking)
+    if on_key is not None: on_key(key)
     out = cache_dir()/'captions'/_key_hash(key)
     if refresh and out.exists(): shutil.rmtree(out)
     remove_leftovers(out.parent)  # scratch folders of killed builders (never a live one's)
@@ -365,3 +374,31 @@ def masked_corpus(sources:list[str]|str, # files, hub names, generators (`shapes
 def corpus_meta(ds:Dataset) -> dict:
     "What `masked_corpus` recorded about a cached corpus: its key, caption counts and rule counts (skipped included)."
     return json.loads((Path(ds.cache_files[0]['filename']).parent/'corpus.json').read_text())
+
+# %% ../nbs/05_captions.ipynb #98931cfd
+def corpus_identity(corpus) -> dict:
+    "What identifies a masked corpus: its cache key (`corpus_key`), or a hash of its token arrays when it was built in memory."
+    folder = corpus.folder if isinstance(corpus, TokenArrays) else _cache_folder(corpus)
+    if folder is not None and (Path(folder)/'corpus.json').exists():
+        return json.loads((Path(folder)/'corpus.json').read_text())['key']
+    arrays, h = token_arrays(corpus), hashlib.sha256()
+    for k in ARRAYS: h.update(np.ascontiguousarray(getattr(arrays, k)).tobytes())
+    return {'content': h.hexdigest()}
+
+def _leaves(x, at:str='') -> list[tuple[str, object]]:
+    "(path, value) of every leaf of nested dicts and lists."
+    if isinstance(x, dict): return [l for k, v in x.items() for l in _leaves(v, f'{at}.{k}' if at else str(k))]
+    if isinstance(x, list): return [l for i, v in enumerate(x) for l in _leaves(v, f'{at}[{i}]')]
+    return [(at, x)]
+
+def _differences(a, b) -> str:
+    la, lb = dict(_leaves(a)), dict(_leaves(b))
+    return ', '.join(f"{k}: {la.get(k)!r} -> {lb.get(k)!r}" for k in dict.fromkeys([*la, *lb]) if la.get(k) != lb.get(k))
+
+def corpus_changes(old:dict, new:dict) -> list[str]:
+    "How corpus identity `new` differs from `old`: one phrase per changed caption source (named) or other part; [] if equal."
+    a, b = old.get('sources', []), new.get('sources', [])
+    changes = [f"{len(a)} caption source(s) -> {len(b)}"] if len(a) != len(b) else []
+    changes += [f"caption source {y.get('path') or y.get('name')} changed ({_differences(x, y)})" for x, y in zip(a, b) if x != y]
+    rest = _differences({k: v for k, v in old.items() if k != 'sources'}, {k: v for k, v in new.items() if k != 'sources'})
+    return changes + ([rest] if rest else [])

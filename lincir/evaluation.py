@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .benchmarks import BENCHMARKS, DEFAULT_SPLITS, FIQ_CATEGORIES, GENECIS_TASKS, Benchmark
-from .files import atomic_write_json
+from .files import atomic_write_json, claim_folder, folder_contents, replace_files
+from .phi import PhiFileError
 from .retrieval import DEFAULT_TEMPLATE, METHODS, Prediction, check_template, load_image
 
 # %% auto #0
-__all__ = ['BASELINES', 'DEFAULT_PHI', 'EvalConfig', 'resolve_phi', 'plan', 'main_method', 'write_outputs', 'plot_examples']
+__all__ = ['BASELINES', 'DEFAULT_PHI', 'EvalConfig', 'resolve_phi', 'plan', 'claim_out_dir', 'main_method', 'write_outputs',
+           'plot_examples']
 
 # %% ../nbs/09a_evaluation.ipynb #d70bf340
 BASELINES = ('image', 'text', 'sum')
@@ -99,8 +101,18 @@ def resolve_phi(path) -> tuple[Path, bool]:
                                     "nbs/train.ipynb, e.g. `make run`, or pass a .safetensors file)")
     l2 = False  # the training run's config.json (next to phi.safetensors, or above best/) says
     for meta in (weights.with_suffix('.json'), weights.parent/'config.json', weights.parent.parent/'config.json'):
-        if meta.exists(): l2 = l2 or bool(json.loads(meta.read_text()).get('l2_normalize', False))
+        if meta.exists(): l2 = l2 or bool(_description(meta).get('l2_normalize', False))
     return weights, l2
+
+def _description(meta:Path) -> dict:
+    "A Phi's JSON description or its run's config.json; an error naming the file when it cannot be read."
+    try: d = json.loads(meta.read_text())
+    except (OSError, ValueError) as e: d = e
+    if not isinstance(d, dict):
+        why = f"{type(d).__name__}: {d}" if isinstance(d, Exception) else f"it holds a {type(d).__name__}"
+        raise PhiFileError(f"{meta} is not valid JSON ({why}); it says how this Phi was trained (l2_normalize). Restore it "
+                           "from a copy, or use another checkpoint (a run's best/ or checkpoint/).")
+    return d
 
 def plan(cfg:EvalConfig) -> tuple[list[str], Path|None, bool, dict]:
     "Methods to run, Phi weights and l2 flag (if LinCIR runs), and methods skipped with the reason."
@@ -112,6 +124,28 @@ def plan(cfg:EvalConfig) -> tuple[list[str], Path|None, bool, dict]:
         skipped['lincir'] = f"not evaluated: {e}"
         return [m for m in methods if m != 'lincir'], None, False, skipped
     return methods, weights, l2, skipped
+
+# %% ../nbs/09a_evaluation.ipynb #95d9af8e
+_SAME_RESULTS = ('out_dir', 'device', 'batch_size')  # settings that do not change what an evaluation computes
+
+def _owner(cfg:EvalConfig) -> dict:
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _SAME_RESULTS}
+    return dict(kind='evaluation', what=f"an evaluation of {cfg.benchmark} {cfg.split} (method {cfg.method}, phi {cfg.phi})",
+                settings=settings)
+
+def _earlier_run(out:Path, owner:dict) -> bool:
+    "Whether `out` holds this evaluation written before folders recorded their owner (its config.json says so)."
+    try: old = json.loads((out/'config.json').read_text())
+    except (OSError, ValueError): return False
+    return isinstance(old, dict) and {k: v for k, v in old.items() if k not in _SAME_RESULTS} == owner['settings']
+
+def claim_out_dir(cfg:EvalConfig) -> Path:
+    "Make `cfg.out_dir` this evaluation's (the files of an earlier run of it go; anything else is refused) and save the config there."
+    out, owner = Path(cfg.out_dir), _owner(cfg)
+    taken = [] if _earlier_run(out, owner) else [n for n in folder_contents(out) if not n.endswith('.ipynb')]
+    claim_folder(out, owner, taken)
+    cfg.save(out/'config.json')
+    return out
 
 # %% ../nbs/09a_evaluation.ipynb #83f339bf
 def main_method(results:dict) -> str:
@@ -136,6 +170,7 @@ def write_outputs(out_dir, bench:Benchmark, cfg:EvalConfig,
         for name, obj in files.items():
             path = out/_named(name, m, main)
             atomic_write_json(path, obj); written.append(path)
+    replace_files(out, _owner(cfg), written)  # what an earlier run of this evaluation wrote and this one did not goes
     return written
 
 # %% ../nbs/09a_evaluation.ipynb #8d983e14

@@ -4,15 +4,19 @@
 
 # %% ../nbs/00a_files.ipynb #0d0afbad
 from __future__ import annotations
-import errno, fcntl, json, os, shutil, socket, tempfile, warnings
+import errno, fcntl, json, os, re, shutil, socket, sys, tempfile, warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['atomic_write', 'atomic_write_json', 'build_folder', 'finished_folder', 'remove_leftovers', 'RunLockedError',
-           'RunLock']
+__all__ = ['OWNER_FILE', 'atomic_write', 'atomic_write_json', 'build_folder', 'finished_folder', 'remove_leftovers',
+           'RunLockedError', 'RunLock', 'FolderOwnedError', 'folder_contents', 'folder_owner', 'check_folder',
+           'claim_folder', 'replace_files']
 
 # %% ../nbs/00a_files.ipynb #3003ca67
-def _tmp_prefix(final:Path) -> str: return f'.{final.name}.tmp-{socket.gethostname()}.{os.getpid()}-'
+def _tmp_prefix(final:Path) -> str: return f'.{final.name}.lincir-tmp-{socket.gethostname()}.{os.getpid()}-'
+
+_TEMPORARY = re.compile(r'\.(?P<final>.+)\.lincir-tmp-(?P<host>.+)\.(?P<pid>\d+)-\w+')  # what `_tmp_prefix` + mkstemp make
 
 def _umask() -> int:
     "The process's umask (read without changing it where Linux allows)."
@@ -33,17 +37,35 @@ def atomic_write(path, # destination file
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path))
     os.close(fd)
-    try: write(tmp); _share(tmp); os.replace(tmp, path)
+    try:
+        with _writing(path): write(tmp); _share(tmp); os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
     return path
+
+_FULL_BELOW = 1 << 20  # free bytes under which a failed write is put down to a full disk
+
+@contextmanager
+def _writing(path:Path):
+    "Re-raise an OSError from writing `path` naming it and, when the disk is full, saying so (numpy's short writes have no errno)."
+    try: yield
+    except OSError as e:
+        try: free = shutil.disk_usage(path.parent).free
+        except OSError: free = None
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < _FULL_BELOW):
+            left = '' if free is None else f" ({free:,} bytes free)"
+            fix = f"the disk holding {path.parent} is full{left}: free some space there (or write elsewhere) and run again"
+        else: fix = "check that the folder is writable and the disk is healthy, then run again"
+        msg = f"Cannot write {path} ({e.strerror or e}): {fix}"
+        raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
 
 def atomic_write_json(path, obj) -> Path:
     "Write `obj` as indented JSON to `path` atomically."
     return atomic_write(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2)))
 
 # %% ../nbs/00a_files.ipynb #f6dcc71f
-def _previous(final:Path) -> Path: return final.parent/f'.{final.name}.old'
+_OLD = '.lincir-old'
+def _previous(final:Path) -> Path: return final.parent/f'.{final.name}{_OLD}'
 
 def build_folder(final, # destination folder
                  write, # write(target): creates and fills the folder `target`
@@ -55,8 +77,9 @@ def build_folder(final, # destination folder
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
     try:
-        write(scratch/'data')
-        _share(scratch/'data')
+        with _writing(final): write(scratch/'data')
+        for p in [scratch/'data', *(scratch/'data').rglob('*')]:  # every file: some writers (safetensors) make them private
+            if not p.is_symlink(): _share(p)
         if replace and final.exists():
             shutil.rmtree(_previous(final), ignore_errors=True)
             final.rename(_previous(final))
@@ -70,9 +93,10 @@ def build_folder(final, # destination folder
 def finished_folder(final) -> Path|None:
     "`final` if it exists (restoring the previous version if a replacing build stopped between its renames), else None."
     final = Path(final)
-    if not final.exists() and _previous(final).exists():
-        try: _previous(final).rename(final)
-        except OSError: pass  # another process restored it first
+    for previous in (_previous(final), final.parent/f'.{final.name}.old'):  # the second: the name lincir used before
+        if not final.exists() and previous.exists():
+            try: previous.rename(final)
+            except OSError: pass  # another process restored it first
     return final if final.exists() else None
 
 # %% ../nbs/00a_files.ipynb #b8107fea
@@ -84,21 +108,21 @@ def _pid_alive(pid:int) -> bool:
 
 def _dead_writer(name:str) -> bool:
     "Whether `name` is a temporary name (`_tmp_prefix`) of a process of this host that is not running."
-    tail = name.rpartition('.tmp-')[2]
-    host, _, rest = tail.rpartition('.')
-    pid = rest.split('-')[0]
-    return host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+    m = _TEMPORARY.fullmatch(name)
+    return bool(m) and m['host'] == socket.gethostname() and int(m['pid']) != os.getpid() and not _pid_alive(int(m['pid']))
+
+def _previous_version(name:str) -> bool: return name.startswith('.') and name.endswith(_OLD) and len(name) > len(_OLD) + 1
 
 def remove_leftovers(folder) -> list[str]:
-    "Remove what interrupted writes left in `folder`; returns the names removed."
+    "Remove what interrupted lincir writes left in `folder` (only names lincir makes); returns the names removed."
     folder, gone = Path(folder), []
     if not folder.is_dir(): return gone
     for p in sorted(folder.iterdir()):
         n = p.name
-        if n.startswith('.') and n.endswith('.old') and len(n) > 5:
-            final = folder/n[1:-4]
+        if _previous_version(n):
+            final = folder/n[1:-len(_OLD)]
             if not final.exists(): finished_folder(final); continue
-        elif not (n.startswith('.') and '.tmp-' in n and _dead_writer(n)): continue
+        elif not _dead_writer(n): continue
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
         gone.append(n)
     return gone
@@ -111,16 +135,19 @@ class RunLock:
     "An exclusive advisory lock on `folder/.lock`, held while the process writes the folder (a context manager)."
     def __init__(self, folder): self.path, self.fd, self.stale = Path(folder)/'.lock', None, None
 
-    def acquire(self):
+    def acquire(self, wait:bool=False): # wait for the holder to finish instead of refusing
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK): raise
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK): os.close(fd); raise
             holder = _holder(self.path.read_text())
-            raise RunLockedError(f"another run ({holder}) is writing in {self.path.parent}; wait for it to end, "
-                                 f"or use another out_dir") from None
+            if not wait:
+                os.close(fd)
+                raise RunLockedError(f"another run ({holder}) is writing in {self.path.parent}; wait for it to end, "
+                                     f"or use another out_dir") from None
+            print(f"waiting for {holder}, which is writing in {self.path.parent}", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         old = os.pread(fd, 1000, 0).decode(errors='replace')
         if old.strip():
             self.stale = old.strip()
@@ -141,3 +168,63 @@ class RunLock:
 def _holder(text:str) -> str:
     try: d = json.loads(text); return f"pid {d['pid']} on {d['host']}"
     except (ValueError, KeyError, TypeError): return 'a process that left no pid'
+
+# %% ../nbs/00a_files.ipynb #6da34256
+OWNER_FILE = '.lincir-owner.json'
+_SHOWN = 8  # names listed in a refusal
+
+class FolderOwnedError(ValueError):
+    "A folder that holds another writer's work (or files lincir did not write): lincir will not write there."
+
+def folder_contents(folder) -> list[str]:
+    "The names in `folder`, lincir's bookkeeping left out (owner record, lock, temporary and previous-version names)."
+    folder = Path(folder)
+    if not folder.is_dir(): return []
+    return sorted(n for n in os.listdir(folder)
+                  if n not in (OWNER_FILE, '.lock') and not _TEMPORARY.fullmatch(n) and not _previous_version(n))
+
+def folder_owner(folder) -> dict|None:
+    "The owner record of `folder` (`claim_folder`), or None when it has none."
+    path = Path(folder)/OWNER_FILE
+    if not path.exists(): return None
+    try:
+        rec = json.loads(path.read_text())
+        if not (isinstance(rec, dict) and isinstance(rec.get('kind'), str) and isinstance(rec.get('what'), str)):
+            raise ValueError("not an owner record (no 'kind' and 'what')")
+    except (OSError, ValueError) as e:
+        raise FolderOwnedError(f"{path} is damaged ({type(e).__name__}: {e}), so lincir cannot tell what {folder} holds. Use "
+                               f"another folder, or delete {path} if you know what the folder holds.") from None
+    return rec
+
+# %% ../nbs/00a_files.ipynb #bc9f80fd
+def _identity(rec:dict) -> dict: return {k: v for k, v in rec.items() if k not in ('what', 'files')}
+
+def check_folder(folder, owner:dict, # {'kind': ..., 'what': a phrase naming it, ...what identifies it}
+                 taken=()) -> dict|None: # names in the folder this writer would overwrite without owning them
+    "Refuse `folder` if another owner recorded it, or (without a record) if it holds `taken`; the same owner's record, else None."
+    folder, old = Path(folder), folder_owner(folder)
+    if old is not None and _identity(old) != _identity(owner):
+        raise FolderOwnedError(f"{folder} holds {old['what']} (recorded in its {OWNER_FILE}); {owner['what']} will not "
+                               f"write into it. Use another folder, or delete {folder} first.")
+    if old is None and taken:
+        taken = list(taken)
+        shown = ', '.join(taken[:_SHOWN]) + (f' and {len(taken) - _SHOWN} more' if len(taken) > _SHOWN else '')
+        raise FolderOwnedError(f"{folder} already holds {shown}, not written by {owner['what']}; lincir will not overwrite "
+                               "or mix with them. Use another folder, or move them away.")
+    return old
+
+def claim_folder(folder, owner:dict, taken=()) -> dict|None:
+    "`check_folder`, then record `owner` as the folder's owner (keeping the files its earlier run recorded); returns that earlier record."
+    folder = Path(folder); old = check_folder(folder, owner, taken)
+    atomic_write_json(folder/OWNER_FILE, {**owner, 'files': (old or {}).get('files', [])})
+    return old
+
+def replace_files(folder, owner:dict, paths) -> None:
+    "Record `paths` as what `owner` wrote in `folder`, removing the files its earlier run wrote that are not among them; nothing in a folder `owner` does not hold."
+    folder, rec = Path(folder), folder_owner(folder)
+    if rec is None or _identity(rec) != _identity(owner): return
+    names = [os.path.relpath(p, folder) for p in paths]
+    for name in set(rec.get('files', [])) - set(names):
+        p = folder/name
+        if folder.resolve() in p.resolve().parents: shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    atomic_write_json(folder/OWNER_FILE, {**rec, 'files': names})

@@ -12,7 +12,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from .backbone import Backbone
-from .files import atomic_write, atomic_write_json
+from .files import atomic_write, atomic_write_json, claim_folder, folder_contents
 
 # %% auto #0
 __all__ = ['Phi', 'PhiMismatchError', 'PhiFileError', 'save_phi', 'load_phi', 'PhiImportError', 'import_phi', 'main']
@@ -135,11 +135,12 @@ def _backbone_sizes(name:str) -> tuple[int, int]:
 def import_phi(checkpoint, # a released Phi: LinCIR's lincir_large.pt, SEARLE's SEARLE_*.pt, or a bare state dict
                backbone:str, # the open_clip model it was trained for, e.g. ViT-L-14
                pretrained:str, # its pretrained tag, e.g. openai (what evaluation will load)
-               out, # folder for phi.safetensors + phi.json
+               out, # folder for phi.safetensors + phi.json: new, or holding an earlier import of the same file
               ) -> Path:
     "Convert a released Phi checkpoint into lincir's format, recording its origin; returns the weights path."
     import hashlib, types
-    path = Path(checkpoint).expanduser()
+    path, out = Path(checkpoint).expanduser(), Path(out).expanduser()
+    if out.suffix == '.safetensors': raise PhiImportError(f"--out {out}: give a folder; it will hold phi.safetensors and phi.json")
     obj = _read_checkpoint(path)
     sd, fmt = _phi_state(obj, path)
     d, h, w = sd['0.weight'].shape[1], sd['0.weight'].shape[0], sd['6.weight'].shape[0]
@@ -151,7 +152,18 @@ def import_phi(checkpoint, # a released Phi: LinCIR's lincir_large.pt, SEARLE's 
     phi.load_state_dict(sd)
     source = dict(file=str(path.resolve()), sha256=hashlib.sha256(path.read_bytes()).hexdigest(), format=fmt,
                   epoch=obj.get('epoch') if isinstance(obj, dict) and isinstance(obj.get('epoch'), (int, float)) else None)
+    owner = dict(kind='phi import', what=f"an import of {source['file']} (sha256 {source['sha256'][:12]}) for {backbone} {pretrained}",
+                 sha256=source['sha256'], backbone=backbone, pretrained=pretrained)
+    claim_folder(out, owner, taken=[] if _earlier_import(out, owner) else folder_contents(out))
     return save_phi(phi, out, types.SimpleNamespace(name=backbone, pretrained=pretrained), imported_from=source)
+
+def _earlier_import(out:Path, owner:dict) -> bool:
+    "Whether `out` holds only this import, written before folders recorded their owner (its phi.json says so)."
+    if set(folder_contents(out)) != {'phi.safetensors', 'phi.json'}: return False
+    try: meta = json.loads((out/'phi.json').read_text())
+    except (OSError, ValueError): return False
+    return (isinstance(meta, dict) and isinstance(meta.get('imported_from'), dict) and meta['imported_from'].get('sha256') == owner['sha256']
+            and (meta.get('backbone'), meta.get('pretrained')) == (owner['backbone'], owner['pretrained']))
 
 # %% ../nbs/02_phi.ipynb #7720d207
 def main(argv=None):

@@ -110,6 +110,7 @@ def search(gallery:Gallery,
            ann:bool=False, # approximate search through a faiss index (`lincir.store.ann_index`), for very large galleries
           ) -> list[Hit]:
     "The top `k` gallery images for `reference` modified by `caption`, best first."
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}")
     if method not in SEARCH_METHODS: raise ValueError(f"unknown method {method!r}; choose one of {SEARCH_METHODS}")
     if method != 'image' and not caption.strip(): raise ValueError(f"method {method!r} needs a modification text")
     q = Query('query', reference if reference in gallery else 'new image', [caption.strip()])
@@ -167,7 +168,7 @@ def index_folder(bb:Backbone, folder, batch_size:int=64, progress:bool=True) -> 
     changes = folder_changes(store, images, folder)
     done = store.encode(bb, images, batch_size, progress=progress)
     rank, world = _dist()
-    if (changes['changed'] or changes['removed']) and rank == 0: store.compact()
+    if (changes['changed'] or changes['removed'] or store.duplicates) and rank == 0: store.compact()  # duplicates: concurrent indexers before locks
     if world > 1: torch.distributed.barrier(); store.reload()
     keys = {i: image_key(p) for i, p in images.items()}
     return dict(folder=str(folder), images=len(images), new=len(changes['new']), changed=len(changes['changed']),
@@ -198,13 +199,20 @@ def _setup(args) -> Backbone:
         if device.startswith('cuda'): device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
     return load_backbone(args.backbone, None if args.pretrained in ('', 'none') else args.pretrained, device=device)
 
+def _shown(name:str) -> str:
+    "`name` as printed one per line: as it is, or as a JSON string when it holds a newline, another unprintable character or edge spaces."
+    plain = name.isprintable() and name == name.strip() and not name.startswith('"')
+    return name if plain else '"' + ''.join(c if c.isprintable() and c not in '"\\' else json.dumps(c)[1:-1] for c in name) + '"'
+
 def _query(args, bb:Backbone):
-    gal = Gallery.build(bb, args.folder, progress=not args.json, batch_size=args.batch_size)
-    ref = os.path.relpath(Path(args.reference).resolve(), Path(args.folder).resolve()) if Path(args.reference).is_file() else args.reference
-    ref = Path(ref).as_posix() if Path(ref).as_posix() in gal else args.reference
     phi, l2, note = load_search_phi(args.phi, bb) if args.phi else (None, False, 'no --phi given: LinCIR is not available')
     method = args.method or ('lincir' if phi is not None else 'sum')
     if method == 'lincir' and phi is None: raise SystemExit(f"--method lincir needs a trained Phi: {note}")
+    if args.phi and phi is None and not args.method:  # asked for LinCIR: not a quiet fallback to sum
+        raise SystemExit(f"--phi {args.phi} cannot be used: {note}. Fix it, or leave --phi out (or give --method) to search without it.")
+    gal = Gallery.build(bb, args.folder, progress=not args.json, batch_size=args.batch_size)
+    ref = os.path.relpath(Path(args.reference).resolve(), Path(args.folder).resolve()) if Path(args.reference).is_file() else args.reference
+    ref = Path(ref).as_posix() if Path(ref).as_posix() in gal else args.reference
     hits = search(gal, ref, args.caption, method, phi, args.k, l2_normalize=l2, ann=args.ann)
     if args.grid: grid(gal, ref, hits, args.grid)
     if args.json:
@@ -212,7 +220,21 @@ def _query(args, bb:Backbone):
                               hits=[dict(rank=n, id=h.id, path=str(gal.images[h.id]), score=round(h.score, 6)) for n, h in enumerate(hits, 1)]), indent=1))
     else:
         print(f"{method} over {len(gal)} images ({note})", file=sys.stderr)
-        for n, h in enumerate(hits, 1): print(f"{n:3d}  {h.score:.4f}  {h.id}")
+        for n, h in enumerate(hits, 1): print(f"{n:3d}  {h.score:.4f}  {_shown(h.id)}")
+
+def _positive_int(text:str) -> int:
+    "An argparse type: an integer >= 1."
+    try: n = int(text)
+    except ValueError: n = 0
+    if n < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+def _image_file(text:str) -> str:
+    "An argparse type: a file name whose extension PIL can write (checked before any work, not after the search)."
+    ext = Path(text).suffix.lower()
+    if not (ext in Image.registered_extensions() and Image.registered_extensions()[ext] in Image.SAVE):
+        raise argparse.ArgumentTypeError(f"{text!r} has no image extension PIL can write: name the picture e.g. hits.png (or .jpg, .webp)")
+    return text
 
 def main(argv=None):
     "python -m lincir.search index FOLDER | query FOLDER --reference IMG --caption TEXT"
@@ -221,12 +243,13 @@ def main(argv=None):
     for name in ('index', 'query'):
         p = sub.add_parser(name)
         p.add_argument('folder'); p.add_argument('--backbone', default='shapes-clip'); p.add_argument('--pretrained', default='sandbox')
-        p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu'); p.add_argument('--batch-size', type=int, default=64)
+        p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu'); p.add_argument('--batch-size', type=_positive_int, default=64)
     q = sub.choices['query']
     q.add_argument('--reference', required=True, help='an image of the folder (id or path) or any image file')
     q.add_argument('--caption', default='', help='how the wanted image differs from the reference')
     q.add_argument('--phi', default='', help='training run folder or phi .safetensors'); q.add_argument('--method', choices=SEARCH_METHODS)
-    q.add_argument('-k', type=int, default=20); q.add_argument('--json', action='store_true'); q.add_argument('--grid', default='')
+    q.add_argument('-k', type=_positive_int, default=20); q.add_argument('--json', action='store_true')
+    q.add_argument('--grid', type=_image_file, help='save a picture of the hits (.png, .jpg, ...)')
     q.add_argument('--ann', action='store_true', help='approximate search (faiss), for very large folders')
     args = ap.parse_args(argv)
     bb = _setup(args)
@@ -235,6 +258,6 @@ def main(argv=None):
     if _dist()[0] == 0:
         print(f"{r['folder']}: {r['images']} images; {r['new']} new, {r['changed']} changed, {r['removed']} removed, "
               f"{len(r['unreadable'])} unreadable; {r['encoded']} encoded in {r['seconds']} s\nindex: {r['store']}")
-        for i, why in r['unreadable'].items(): print(f"  unreadable {i}: {why}")
+        for i, why in r['unreadable'].items(): print(f"  unreadable {_shown(i)}: {why}")
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): main()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .backbone import Backbone, cache_dir, encode_images, input_side
-from .files import atomic_write, atomic_write_json
+from .files import RunLock, atomic_write, atomic_write_json
 from .retrieval import _safe, file_key, image_key, load_image, weights_fingerprint
 
 # %% auto #0
@@ -80,6 +80,9 @@ class FeatureStore:
 
     def __len__(self): return len(self.rows)
     def __contains__(self, key): return key in self.rows or key in self.failed
+    @property
+    def duplicates(self) -> int: return sum(len(s.keys) for s in self.shards) - len(self.rows)  # rows a later shard holds again
+    def writing(self) -> RunLock: return RunLock(self.path)  # one writer at a time: `acquire(wait=True)` waits for another
     def __repr__(self): return f"FeatureStore({self.path}, {len(self)} images, {len(self.failed)} unreadable, {len(self.shards)} shards)"
 
 # %% ../nbs/07a_store.ipynb #0cc68a03
@@ -89,10 +92,12 @@ def _add_shard(self:FeatureStore, keys:list[str], feats, # [len(keys), d], any f
     "Write and commit one shard (arrays first, then the JSON that makes it visible)."
     name = f'shard-{time.time_ns():016x}-{next(_names):04d}-{tag or os.getpid()}'
     f16 = np.ascontiguousarray(np.asarray(feats.cpu() if torch.is_tensor(feats) else feats, np.float16).reshape(len(keys), self.dim))
-    if keys:
-        _save_npy(self.path/f'{name}.npy', f16)
-        _save_npy(self.path/f'{name}.norms.npy', np.linalg.norm(f16.astype(np.float32), axis=1))
-    atomic_write_json(self.path/f'{name}.json', {'keys': list(keys), 'failed': dict(failed or {})})
+    try:
+        if keys:
+            _save_npy(self.path/f'{name}.npy', f16)
+            _save_npy(self.path/f'{name}.norms.npy', np.linalg.norm(f16.astype(np.float32), axis=1))
+        atomic_write_json(self.path/f'{name}.json', {'keys': list(keys), 'failed': dict(failed or {})})
+    except BaseException: self._remove(name); raise  # a shard that could not be committed leaves no array behind
     shard = self._open(name); self._add(shard)
     return shard
 
@@ -144,6 +149,15 @@ def _encode(self:FeatureStore, bb:Backbone,
     rank, world = _dist()
     srcs = {}
     for src in images.values(): srcs.setdefault(image_key(src), src)
+    missing = any(k not in self for k in srcs)  # nothing missing: no need to wait for another writer
+    lock = self.writing().acquire(wait=True) if missing and rank == 0 else None  # another process may be encoding these
+    try: return _encode_missing(self, bb, srcs, missing, rank, world, batch_size, shard_size, num_workers, progress)
+    finally:
+        if lock: lock.release()
+
+def _encode_missing(self:FeatureStore, bb, srcs, missing, rank, world, batch_size, shard_size, num_workers, progress) -> dict:
+    if world > 1: torch.distributed.barrier()  # rank 0 holds the store's lock before any process lists the work
+    if missing: self.reload()  # what another writer committed while this one waited
     todo = [k for k in srcs if k not in self]
     if world > 1: torch.distributed.barrier()  # every process has listed the work before any shard lands
     mine, done = todo[rank::world], {'encoded': 0, 'unreadable': 0}
@@ -181,12 +195,18 @@ def stale(key:str) -> bool:
     return file_key(m[1]) != f'{m[1]}:{m[2]}:{m[3]}'
 
 def _compact(self:FeatureStore, shard_size:int=32768) -> dict:
-    "Drop rows of gone or changed files, merge the shards into shards of `shard_size` rows; counts of what was done."
+    "Drop rows of gone or changed files and rows held twice, merge the shards into shards of `shard_size` rows; counts of what was done."
+    lock = self.writing().acquire(wait=True)
+    try: return _compact_locked(self, shard_size)
+    finally: lock.release()
+
+def _compact_locked(self:FeatureStore, shard_size:int) -> dict:
+    self.reload()  # shards another writer committed meanwhile
     live = [k for k in self.rows if not stale(k)]
     failed = {k: w for k, w in self.failed.items() if not stale(k)}
     dropped = len(self.rows) - len(live) + len(self.failed) - len(failed)
     old = [s.name for s in self.shards]
-    if dropped or len(old) > max(1, math.ceil(len(live) / shard_size)):
+    if dropped or self.duplicates or len(old) > max(1, math.ceil(len(live) / shard_size)):
         for s in range(0, max(1, len(live)), shard_size):
             chunk = live[s:s+shard_size]
             self.add(chunk, self.vectors(chunk, np.float16), failed if s == 0 else {}, tag='compact')

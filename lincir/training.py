@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .backbone import Backbone, BackboneError, load_backbone, local_model_names, resolve_pretrained
-from .files import RunLock, atomic_write, atomic_write_json, build_folder, finished_folder, remove_leftovers
+from .files import RunLock, atomic_write, atomic_write_json, build_folder, check_folder, claim_folder, finished_folder, remove_leftovers
 from .phi import Phi, save_phi
 from .smp import NOISES, sample_noise, smp_loss
 
@@ -68,25 +68,14 @@ class TrainConfig:
         "Raise a clear error for a bad setting, before any work starts."
         def need(ok, msg):
             if not ok: raise ValueError(f"TrainConfig: {msg}")
-        _check_types(self)
-        need(self.grad_accum >= 1, f"grad_accum must be an integer >= 1 (micro-batches per optimiser step), got {self.grad_accum!r}")
-        need(math.isfinite(self.lr), f"lr must be a finite number, got {self.lr}")
+        _check_numbers(self)
         _check_out_dir(self.out_dir)
-        need(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        need(self.grad_accum >= 1 and self.batch_size % self.grad_accum == 0,
-             f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
+        need(self.batch_size % self.grad_accum == 0, f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
         need(self.batching in BATCHINGS, f"batching must be one of {BATCHINGS}, got {self.batching!r}")
-        need(isinstance(self.chunks, int) and self.chunks >= 1, f"chunks must be an integer >= 1, got {self.chunks!r}")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.schedule in ('constant', 'cosine'), f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         need(self.masking in ('keywords', 'reference', 'random'), f"masking must be 'keywords', 'reference' or 'random', got {self.masking!r}")
         need(self.precision in ('auto', 'fp32', 'bf16', 'fp16'), f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
-        need(self.noise_scale >= 0, f"noise_scale must be >= 0, got {self.noise_scale}")
         need(self.noise in NOISES, f"noise must be one of {'|'.join(NOISES)}, got {self.noise!r}")
-        need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        need(self.ema is None or 0 < self.ema < 1, f"ema must be None or in (0, 1), got {self.ema}")
-        need(self.val_every >= 1 and self.log_every >= 1 and self.save_every >= 1, "val_every, log_every and save_every must be >= 1")
         need(self.device == 'auto' or self.device.split(':')[0] in ('cpu', 'cuda'), f"device must be auto|cpu|cuda[:N], got {self.device!r}")
         if isinstance(self.captions, str): self.captions = [self.captions]
         need(len(self.captions) > 0, "captions must name at least one source")
@@ -119,8 +108,26 @@ def _kind(annotation) -> tuple[str, bool]:
     kind, _, none = str(annotation).replace(' ', '').partition('|')
     return kind, none == 'None'
 
-def _check_types(cfg):
-    "Raise a clear error for a numeric setting that is not a number (None allowed where the field allows it)."
+_SEED_LIMIT = 2**32  # seeds are mixed into per-step seeds, which must stay below 2**64 (torch's limit)
+_RANGES = {  # the interval of each numeric setting; every one must also be finite
+    'steps': '[1, inf)', 'batch_size': '[1, inf)', 'grad_accum': '[1, inf)', 'chunks': '[1, inf)', 'lr': '(0, inf)',
+    'weight_decay': '[0, inf)', 'warmup_steps': '[0, inf)', 'grad_clip': '(0, inf)', 'ema': '(0, 1)', 'dropout': '[0, 1)',
+    'noise_scale': '[0, inf)', 'seed': f'[0, {_SEED_LIMIT})', 'val_every': '[1, inf)', 'val_max_queries': '[1, inf)',
+    'log_every': '[1, inf)', 'save_every': '[1, inf)', 'num_proc': '[1, inf)'}
+
+def _within(v, interval:str) -> bool:
+    "Whether `v` lies in `interval`, written '[a, b)' ('(' and ')' exclude the bound)."
+    lo, hi = (float(x) for x in interval[1:-1].split(','))
+    return (v >= lo if interval[0] == '[' else v > lo) and (v <= hi if interval[-1] == ']' else v < hi)
+
+def _wanted(kind:str, interval:str) -> str:
+    "'an integer >= 1', 'a finite number > 0', 'a number in [0, 1)': what `interval` asks of a setting of type `kind`."
+    lo, hi = (x.strip() for x in interval[1:-1].split(','))
+    what = 'an integer' if kind == 'int' else 'a finite number'
+    return f"{what} {'>=' if interval[0] == '[' else '>'} {lo}" if hi == 'inf' else f"{what} in {interval}"
+
+def _check_numbers(cfg):
+    "Raise a clear error, naming the setting and its value, for a numeric setting of the wrong type, not finite or out of range."
     for f in dataclasses.fields(cfg):
         kind, none = _kind(f.type)
         v = getattr(cfg, f.name)
@@ -128,6 +135,9 @@ def _check_types(cfg):
         if isinstance(v, bool) or not isinstance(v, _NUMBERS[kind]):
             raise ValueError(f"TrainConfig: {f.name} must be {'an integer' if kind == 'int' else 'a number'}"
                              f"{' or None' if none else ''}, got {v!r}")
+        interval = _RANGES.get(f.name, '(-inf, inf)')
+        if not (math.isfinite(v) and _within(v, interval)):
+            raise ValueError(f"TrainConfig: {f.name} must be {_wanted(kind, interval)}{' (or none)' if none else ''}, got {v!r}")
 
 def _check_out_dir(out_dir):
     "`out_dir` must be a folder, or not exist below a folder."
@@ -139,10 +149,14 @@ def _check_out_dir(out_dir):
             return
 
 # %% ../nbs/06_training.ipynb #1af4a034
+def _resolved_precision(device:torch.device, precision:str) -> str:
+    "fp32, bf16 or fp16: what `precision` ('auto' included) means on `device`."
+    if precision != 'auto': return precision
+    return 'fp32' if device.type != 'cuda' else ('bf16' if torch.cuda.is_bf16_supported() else 'fp16')
+
 def mixed_precision(device:torch.device, precision:str='auto'):
     "An autocast context and a GradScaler for `precision` on `device` (no-ops for fp32/CPU)."
-    if precision == 'auto':
-        precision = 'fp32' if device.type != 'cuda' else ('bf16' if torch.cuda.is_bf16_supported() else 'fp16')
+    precision = _resolved_precision(device, precision)
     if precision == 'fp32': return nullcontext(), torch.amp.GradScaler(device.type, enabled=False)
     dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
     return (torch.autocast(device.type, dtype=dtype),
@@ -235,19 +249,42 @@ def _reading(path:Path, fix:str):
     except Exception as e:
         raise CheckpointError(f"Cannot read {path} ({type(e).__name__}: {str(e)[:300]}). {fix}") from e
 
+def _damaged(ck:Path) -> str:
+    return (f"The checkpoint is damaged (a disk full or a copy cut short?): delete {ck} to restart this run from step 0 "
+            "with the same settings, or delete the whole run folder.")
+
+def _read_state(ck:Path) -> dict:
+    "The checkpoint's state.json, checked: a step that is an integer >= 0, and the fields resuming reads."
+    with _reading(ck/'state.json', _damaged(ck)):
+        state = json.loads((ck/'state.json').read_text())
+        step = state['step'] if isinstance(state, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an integer >= 0, got {step!r}")
+        if not isinstance(state['param_groups'], list) or not isinstance(state.get('best') or {}, dict):
+            raise ValueError("param_groups must be a list and best a record or null")
+    return state
+
+def _not_finite(tensors:dict) -> list[str]: return [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+
+def _load_weights(net, path:Path, ck:Path, step:int):
+    "Load `path` into `net`, refusing weights that are not finite (a run that diverged cannot resume from them)."
+    with _reading(path, _damaged(ck)): weights = load_file(str(path))
+    if bad := _not_finite(weights):
+        raise CheckpointError(f"{path} holds non-finite weights (NaN or inf in {', '.join(bad)}): the run diverged before step "
+                              f"{step} was saved, and cannot resume from it. Delete {ck} to restart this run from step 0 (with the "
+                              "same settings it diverges again, unless the file was damaged), or start over in another out_dir "
+                              "with other settings (a lower lr, grad_clip).")
+    with _reading(path, _damaged(ck)): net.load_state_dict(weights)
+
 def load_checkpoint(run:Path, phi, ema, opt, scaler) -> tuple[int, dict|None, bool]:
     "Restore from `run/checkpoint/`; returns (step, best, val_pending)."
     ck = finished_folder(run/'checkpoint')
-    fix = (f"The checkpoint is damaged (a disk full or a copy cut short?): delete {ck} to restart this run from step 0 "
-           "with the same settings, or delete the whole run folder.")
-    with _reading(ck/'state.json', fix): state = json.loads((ck/'state.json').read_text()); step = int(state['step'])
-    with _reading(ck/'phi.safetensors', fix): phi.load_state_dict(load_file(str(ck/'phi.safetensors')))
-    if ema is not None:
-        f = ck/('ema.safetensors' if (ck/'ema.safetensors').exists() else 'phi.safetensors')
-        with _reading(f, fix): ema.load_state_dict(load_file(str(f)))
-    with _reading(ck/'optimizer.safetensors', fix):
+    state = _read_state(ck); step = state['step']
+    _load_weights(phi, ck/'phi.safetensors', ck, step)
+    if ema is not None: _load_weights(ema, ck/('ema.safetensors' if (ck/'ema.safetensors').exists() else 'phi.safetensors'), ck, step)
+    with _reading(ck/'optimizer.safetensors', _damaged(ck)):
         _load_optimizer(opt, load_file(str(ck/'optimizer.safetensors')), state['param_groups'])
-    if state.get('scaler'): scaler.load_state_dict(state['scaler'])
+        if state.get('scaler'): scaler.load_state_dict(state['scaler'])
     return step, state.get('best'), bool(state.get('val_pending'))
 
 # %% ../nbs/06_training.ipynb #a4725966
@@ -359,17 +396,62 @@ class StopSignals:
         raise SystemExit(128 + signum)
 
 # %% ../nbs/06_training.ipynb #94ff7f3e
-_RESUME_KEYS = ('backbone', 'pretrained', 'captions', 'caption_column', 'masking', 'batch_size', 'grad_accum', 'batching', 'lr',
-                'weight_decay', 'schedule', 'warmup_steps', 'grad_clip', 'ema', 'dropout', 'noise_scale', 'noise', 'l2_normalize', 'seed')
+_MAY_CHANGE = {  # the settings a relaunch may change, and why; every other setting is the run's identity
+    'steps': "the run may be extended (never below the step it reached)",
+    'log_every': "how often the loss is logged, not what it is",
+    'save_every': "how often a checkpoint is saved: resume is exact from any step",
+    'num_proc': "processes for the one-off masking: the masked corpus is the same",
+    'device': "where the run computes: a run may move to another machine (precision, which changes the arithmetic, is checked)",
+    'out_dir': "the folder itself"}
+_OLD_DEFAULTS = {'batching': 'grouped', 'noise': 'uniform_gaussian'}  # what runs from before these settings did
+_RUN_OWNER = dict(kind='training run', what='a training run')
+_RUN_FILES = ('config.json', 'metrics.jsonl', 'phi.safetensors', 'phi.json', 'loss.png', 'checkpoint', 'best')  # what train writes
 
-def _check_resumable(run:Path, cfg:TrainConfig):
-    "Refuse to write into a folder that holds a run with other settings (from the moment its config.json exists)."
+def _identity_keys() -> list[str]: return [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _MAY_CHANGE]
+
+def _check_resumable(run:Path, cfg:TrainConfig) -> dict:
+    "Refuse a folder that holds a run with other settings (from the moment its config.json exists); returns that config."
     with _reading(run/'config.json', f"Delete it (or the folder {run}) to start over, or use another out_dir."):
-        old = {'batching': 'grouped', 'noise': 'uniform_gaussian', **json.loads((run/'config.json').read_text())}  # runs from before these settings
-    diff = {k: (old.get(k), getattr(cfg, k)) for k in _RESUME_KEYS if old.get(k) != getattr(cfg, k)}
+        old = json.loads((run/'config.json').read_text())
+        if not isinstance(old, dict): raise ValueError('not a settings record')
+    default = TrainConfig()  # a setting a run from before it did not record had the behaviour of its default
+    was = lambda k: old[k] if k in old else _OLD_DEFAULTS.get(k, getattr(default, k))
+    diff = {k: (was(k), getattr(cfg, k)) for k in _identity_keys() if was(k) != getattr(cfg, k)}
     if diff:
         raise ValueError(f"{run} holds a run with other settings ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
                          "use another out_dir, or delete the folder to start over.")
+    return old
+
+def _taken(run:Path) -> list[str]:
+    "What a new run in `run` would overwrite without having written it (nothing once config.json says the folder is a run's)."
+    return [] if (run/'config.json').exists() else [n for n in _RUN_FILES if (run/n).exists()]
+
+def _check_run_folder(run:Path, cfg:TrainConfig) -> tuple[dict|None, list[str]]:
+    "Refuse a folder another writer owns, or holding a run with other settings; (that run's config or None, what a fresh run would overwrite)."
+    taken = _taken(run)
+    check_folder(run, _RUN_OWNER, taken)
+    return (_check_resumable(run, cfg) if (run/'config.json').exists() else None), taken
+
+def _check_steps(run:Path, cfg:TrainConfig):
+    "Refuse `steps` below the step the run's checkpoint has reached (a run is extended, never cut back)."
+    ck = finished_folder(run/'checkpoint')
+    reached = _read_state(ck)['step'] if ck else 0
+    if cfg.steps < reached:
+        raise ValueError(f"TrainConfig: steps {cfg.steps} is below the step this run has reached (step {reached}, {ck}); a run can "
+                         f"be extended, not cut back: give steps >= {reached}, use its weights (phi.safetensors, best/), or train "
+                         "in another out_dir.")
+
+def _check_corpus(run:Path, recorded:dict|None, identity:dict):
+    "Refuse a corpus other than the one the run recorded in config.json (a run from before corpora were recorded: a warning)."
+    from lincir.captions import corpus_changes
+    if recorded is None: return
+    if 'corpus' not in recorded:
+        warnings.warn(f"{run/'config.json'} does not record the caption corpus (a run from an older lincir): it cannot be "
+                      "checked; this launch records it", stacklevel=3)
+        return
+    if changes := corpus_changes(recorded['corpus'], identity):
+        raise ValueError(f"{run} was trained on another caption corpus: {'; '.join(changes)}. Restore the captions it was trained "
+                         "on, or train on these in another out_dir.")
 
 def _append_jsonl(path:Path, row:dict):
     with open(path, 'a') as f: f.write(json.dumps(row) + '\n')
@@ -413,11 +495,11 @@ def plot_run(run) -> Path:
     return out
 
 # %% ../nbs/06_training.ipynb #bb3ec697
-def _corpus(cfg:TrainConfig, bb:Backbone, rank:int):
-    "The masked corpus as memory-mapped token arrays; rank 0 builds the cache, the others wait and read it."
+def _corpus(cfg:TrainConfig, bb:Backbone, rank:int, check):
+    "The masked corpus as memory-mapped token arrays; rank 0 builds the cache, the others wait and read it. `check(identity)` runs first."
     from lincir.captions import masked_corpus, token_arrays
     make = lambda: token_arrays(masked_corpus(cfg.captions, bb, seed=cfg.seed, column=cfg.caption_column,
-                                              num_proc=cfg.num_proc, masking=cfg.masking))
+                                              num_proc=cfg.num_proc, masking=cfg.masking, on_key=check))
     if dist.is_initialized() and rank != 0: dist.barrier(); return make()
     ds = make()
     if dist.is_initialized(): dist.barrier()
@@ -449,14 +531,30 @@ def _check_corpus_size(n:int, cfg:TrainConfig):
         raise ValueError(f"The caption corpus has {n} usable captions, fewer than one batch (batch_size={cfg.batch_size}); "
                          f"lower batch_size or add captions ({', '.join(map(str, cfg.captions))}).")
 
-def _nonfinite_message(run:Path, loss:float, step:int, cfg:TrainConfig) -> str:
+def _kept(run:Path, cfg:TrainConfig) -> str:
+    "What the run folder keeps, checked by reading it: the last good checkpoint, or why there is none."
     ck = finished_folder(run/'checkpoint')
-    kept = (f"the last good checkpoint (step {json.loads((ck/'state.json').read_text())['step']}) is in {ck}" if ck else
-            f"no checkpoint was saved yet (the first save is at step {min(cfg.save_every, cfg.steps)})")
-    return (f"loss is {loss} at step {step}; nothing was saved for this step, {kept}. "
-            "Try a lower lr, grad_clip, or precision='bf16'/'fp32'.")
+    if ck is None: return f"no checkpoint was saved yet (the first save is at step {min(cfg.save_every, cfg.steps)})"
+    try: step = _read_state(ck)['step']; bad = _not_finite(load_file(str(ck/'phi.safetensors')))
+    except Exception as e: return f"the checkpoint in {ck} cannot be read either ({str(e)[:200]}): delete it to restart from step 0"
+    if bad: return f"the checkpoint in {ck} (step {step}) holds non-finite weights too: delete it to restart from step 0"
+    return f"the last good checkpoint (step {step}) is in {ck}"
+
+def _nonfinite_message(run:Path, what:str, step:int, cfg:TrainConfig, dev:torch.device) -> str:
+    "`what` went non-finite at `step`: what is kept, and the changes that can help with these settings."
+    tips = [f"a lower lr (now {cfg.lr:g})"] + ([] if cfg.grad_clip else ["grad_clip (e.g. 1.0)"])
+    if _resolved_precision(dev, cfg.precision) == 'fp16': tips.append("precision bf16 or fp32 (fp16 overflows)")
+    return (f"{what} at step {step}; nothing was saved for this step, {_kept(run, cfg)}. Try {', '.join(tips)}: these settings "
+            "are the run's identity, so in another out_dir.")
 
 # %% ../nbs/06_training.ipynb #7a65d4e1
+def _sync_phi(run:Path, weights, bb:Backbone, step:int):
+    "Make the top-level Phi the checkpoint's `weights` (written anew: a kill may have left it older or cut short); none without a checkpoint."
+    if weights is not None: save_phi(weights, run, bb, step=step); return
+    if gone := [n for n in ('phi.safetensors', 'phi.json') if (run/n).exists()]:
+        for n in gone: (run/n).unlink()
+        print(f"removed {', '.join(gone)} from {run}: they belonged to a checkpoint that is gone (this run restarts from step 0)")
+
 def train(cfg:TrainConfig, # validated settings
           corpus=None, # a masked corpus (`lincir.captions.masked_corpus`, or its `token_arrays`); built from cfg.captions when None
           validator=None, # callable(phi) -> {metric: value}, with attribute `headline`; from cfg.val_benchmark when None
@@ -464,6 +562,7 @@ def train(cfg:TrainConfig, # validated settings
     "Train Phi as configured; returns the run folder. Only one process at a time may write a run folder."
     cfg.validate()
     rank, world, dev = setup_distributed(cfg.device)
+    check_folder(cfg.out_dir, _RUN_OWNER, _taken(Path(cfg.out_dir)))  # before the lock too: a folder another writer owns gets nothing
     lock = RunLock(cfg.out_dir).acquire() if rank == 0 else None
     try: return _train(cfg, corpus, validator, progress, rank, world, dev)
     finally:
@@ -476,18 +575,24 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
     run = Path(cfg.out_dir); writer = rank == 0
     if writer and (gone := remove_leftovers(run) + remove_leftovers(run/'best')):
         print(f"removed what an interrupted run left in {run}: {', '.join(gone)}")
-    if (run/'config.json').exists(): _check_resumable(run, cfg)
+    recorded, taken = _check_run_folder(run, cfg)
+    _check_steps(run, cfg)
     resuming = finished_folder(run/'checkpoint') is not None
 
     torch.manual_seed(cfg.seed)  # also makes a random-weight backbone (pretrained=None) reproducible
     bb = load_backbone(cfg.backbone, cfg.pretrained, device=dev)
     if validator is None and writer: validator = _default_validator(cfg, bb)
     if validator is not None: _check_val_metric(cfg, validator)
-    from lincir.captions import token_arrays  # a given corpus as arrays; `_corpus` builds one
-    data = token_arrays(corpus) if corpus is not None else _corpus(cfg, bb, rank)
+    identity = {}
+    def check(key): _check_corpus(run, recorded, key); identity.update(key)
+    if corpus is not None:
+        from lincir.captions import corpus_identity, token_arrays
+        data = token_arrays(corpus); check(corpus_identity(corpus))
+    else: data = _corpus(cfg, bb, rank, check)
     _check_corpus_size(len(data), cfg)
-    if writer:  # settings all checked: the folder is this run's
-        atomic_write_json(run/'config.json', dict(dataclasses.asdict(cfg), backbone_activation=bb.activations))
+    if writer:  # settings and corpus all checked: the folder is this run's
+        claim_folder(run, _RUN_OWNER, taken)
+        atomic_write_json(run/'config.json', dict(dataclasses.asdict(cfg), backbone_activation=bb.activations, corpus=identity))
     sampler = BatchSampler(data.length, cfg.batch_size, cfg.seed, cfg.batching)
 
     torch.manual_seed(cfg.seed)  # identical initial Phi on every rank
@@ -497,14 +602,18 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
     opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ctx, scaler = mixed_precision(dev, cfg.precision)
     step, best, pending = 0, None, False
+    def eval_weights(): return ema if ema is not None else phi
     if resuming:
         step, best, pending = load_checkpoint(run, phi, ema, opt, scaler)
         if writer: print(f"resuming {run} from step {step}" + (" (its validation first)" if pending else ""))
-    if writer: _truncate_metrics(run, step)  # rows of a lost later part (or of a start that saved nothing) go
+    if writer:
+        _truncate_metrics(run, step)  # rows of a lost later part (or of a start that saved nothing) go
+        _sync_phi(run, eval_weights() if resuming else None, bb, step)
     model = torch.nn.parallel.DistributedDataParallel(phi) if world > 1 else phi
 
-    def eval_weights(): return ema if ema is not None else phi
     def checkpoint(s, val_pending=False):
+        if bad := _not_finite({**phi.state_dict(), **(ema.state_dict() if ema is not None else {})}):
+            raise FloatingPointError(_nonfinite_message(run, f"Phi's weights are not finite (NaN or inf in {', '.join(bad)})", s, cfg, dev))
         if writer:
             save_checkpoint(run, s, phi, ema, opt, scaler, bb, best, val_pending); save_phi(eval_weights(), run, bb, step=s)
     def validate(s):
@@ -542,7 +651,7 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
             loss = train_step(bb, model, opt, scaler, ctx, cfg, step, rank, tokens, masked, data.length[idx])
             if world > 1:
                 t = torch.tensor([loss], device=dev); dist.all_reduce(t); loss = t.item() / world
-            if not math.isfinite(loss): raise FloatingPointError(_nonfinite_message(run, loss, step, cfg))
+            if not math.isfinite(loss): raise FloatingPointError(_nonfinite_message(run, f"loss is {loss}", step, cfg, dev))
             if ema is not None:
                 with torch.no_grad():
                     for pe, p in zip(ema.parameters(), phi.parameters()): pe.lerp_(p, 1 - ema_decay(cfg.ema, step + 1))
@@ -585,10 +694,14 @@ def _flag_type(annotation:str):
 def parse_args(argv=None) -> TrainConfig:
     "A TrainConfig from command-line flags (`--steps 100 --captions a.txt b.csv`)."
     p = argparse.ArgumentParser(prog='python -m lincir.training', description='Train LinCIR (Phi) with text only.')
+    default = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         nargs = '+' if f.name == 'captions' else None
-        p.add_argument(f'--{f.name}', type=_flag_type(f.type), nargs=nargs, default=argparse.SUPPRESS, help=f'(default: {TrainConfig.__dataclass_fields__[f.name].default!r})')
-    return TrainConfig.from_dict(vars(p.parse_args(argv)))
+        p.add_argument(f'--{f.name}', type=_flag_type(f.type), nargs=nargs, default=argparse.SUPPRESS, help=f'(default: {getattr(default, f.name)!r})')
+    cfg = TrainConfig.from_dict(vars(p.parse_args(argv)))
+    try: _check_numbers(cfg)  # a number out of range is an argument error, before anything loads
+    except ValueError as e: p.error(str(e))
+    return cfg
 
 def main(argv=None):
     cfg = parse_args(argv)

@@ -121,7 +121,7 @@ def test_kill_9_sigterm_and_a_second_launch(tmp_path, env, monkeypatch, capsys):
     assert [r['loss'] for r in read_metrics(run)] == [r['loss'] for r in read_metrics(ref)], delays
     for name in ('phi.safetensors', 'checkpoint/phi.safetensors', 'checkpoint/optimizer.safetensors'):
         assert same_weights(run / name, ref / name), (name, delays)
-    assert not [p.name for p in run.iterdir() if '.tmp-' in p.name or p.name.endswith('.old')]
+    assert not [p.name for p in run.iterdir() if '.lincir-tmp-' in p.name or p.name.endswith('.lincir-old')]
     assert (run / '.lock').read_text() == ''
 
 
@@ -169,14 +169,14 @@ def test_leftovers_and_stale_lock_are_cleaned(tiny, tmp_path, capsys):
     corpus = corpus_for(tiny)
     train(cfg_for(tmp_path, steps=3), corpus=corpus, progress=False)
     run, host = tmp_path / 'run', socket.gethostname()
-    (run / f'.checkpoint.tmp-{host}.{DEAD_PID}-abc').mkdir()  # killed between the two renames
-    (run / f'.phi.safetensors.tmp-{host}.{DEAD_PID}-xyz').write_bytes(b'half')
-    (run / 'best').mkdir(); (run / 'best' / f'.phi.json.tmp-{host}.{DEAD_PID}-xyz').write_bytes(b'half')
+    (run / f'.checkpoint.lincir-tmp-{host}.{DEAD_PID}-abc').mkdir()  # killed between the two renames
+    (run / f'.phi.safetensors.lincir-tmp-{host}.{DEAD_PID}-xyz').write_bytes(b'half')
+    (run / 'best').mkdir(); (run / 'best' / f'.phi.json.lincir-tmp-{host}.{DEAD_PID}-xyz').write_bytes(b'half')
     (run / '.lock').write_text(json.dumps(dict(pid=DEAD_PID, host=host)))  # its holder was killed
     with pytest.warns(UserWarning, match=f'did not end cleanly \\(pid {DEAD_PID}'):
         train(cfg_for(tmp_path, steps=4), corpus=corpus, progress=False)
     assert 'removed what an interrupted run left' in capsys.readouterr().out
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith('.')) == ['.lock']
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith('.')) == ['.lincir-owner.json', '.lock']
     assert list((run / 'best').iterdir()) == []
 
 
@@ -195,7 +195,7 @@ def test_corrupt_caches_are_rebuilt(tiny, tmp_path, monkeypatch):
     from lincir.retrieval import image_features
     from lincir.store import open_store
     monkeypatch.setenv('LINCIR_CACHE', str(tmp_path / 'cache'))
-    scratch = tmp_path / 'cache' / 'captions' / f'.0123456789abcdef.tmp-{socket.gethostname()}.{DEAD_PID}-q'
+    scratch = tmp_path / 'cache' / 'captions' / f'.0123456789abcdef.lincir-tmp-{socket.gethostname()}.{DEAD_PID}-q'
     scratch.mkdir(parents=True)  # a builder killed mid-masking
     ds = masked_corpus(['shapes:50'], tiny, masking='random')
     assert not scratch.exists()
