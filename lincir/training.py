@@ -59,6 +59,7 @@ class TrainConfig:
     val_split: str = 'val'
     val_metric: str = 'auto'  # metric that selects the best checkpoint; auto = the benchmark's headline metric
     val_every: int = 100
+    val_also_at: int|None = None  # validate after this step too (the official code: 50); it may become best/
     val_max_queries: int|None = None
     log_every: int = 10
     save_every: int = 500
@@ -88,6 +89,8 @@ class TrainConfig:
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         need(self.ema is None or 0 < self.ema < 1, f"ema must be None or in (0, 1), got {self.ema}")
         need(self.val_every >= 1 and self.log_every >= 1 and self.save_every >= 1, "val_every, log_every and save_every must be >= 1")
+        need(self.val_also_at is None or 1 <= self.val_also_at <= self.steps,
+             f"val_also_at must be None or a step from 1 to steps ({self.steps}), got {self.val_also_at!r}")
         need(self.device == 'auto' or self.device.split(':')[0] in ('cpu', 'cuda'), f"device must be auto|cpu|cuda[:N], got {self.device!r}")
         if isinstance(self.captions, str): self.captions = [self.captions]
         need(len(self.captions) > 0, "captions must name at least one source")
@@ -361,7 +364,8 @@ class StopSignals:
 
 # %% ../nbs/06_training.ipynb #94ff7f3e
 _RESUME_KEYS = ('backbone', 'pretrained', 'captions', 'caption_column', 'masking', 'batch_size', 'grad_accum', 'batching', 'lr',
-                'weight_decay', 'schedule', 'warmup_steps', 'grad_clip', 'ema', 'dropout', 'noise_scale', 'noise', 'l2_normalize', 'seed')
+                'weight_decay', 'schedule', 'warmup_steps', 'grad_clip', 'ema', 'dropout', 'noise_scale', 'noise', 'l2_normalize', 'seed',
+                'val_also_at')  # which step can become best/
 
 def _check_resumable(run:Path, cfg:TrainConfig):
     "Refuse to write into a folder that holds a run with other settings (from the moment its config.json exists)."
@@ -555,7 +559,7 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
                            fallback_rate=float(np.mean([f for _, f in window])))
                 _append_jsonl(run/'metrics.jsonl', row); bar.set_postfix(loss=f"{row['loss']:.4f}")
                 window, t0 = [], time.perf_counter()
-            pending = validator is not None and (step % cfg.val_every == 0 or step == cfg.steps)
+            pending = validator is not None and (step % cfg.val_every == 0 or step in (cfg.steps, cfg.val_also_at))
             saving = step % cfg.save_every == 0 or step == cfg.steps
     finally:
         bar.close(); stop.restore()
