@@ -5,22 +5,26 @@
 # %% ../nbs/00_backbone.ipynb #a33465a3
 from __future__ import annotations
 import difflib, os, socket, warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import open_clip
 import lincir
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transformer import QuickGELU, text_global_pool
 from PIL import Image, ImageOps
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['CONFIG_DIR', 'encode_text_with_pseudo_tokens', 'data_dir', 'cache_dir', 'local_model_names', 'BackboneError',
-           'resolve_pretrained', 'placeholder_token_id', 'tower_activations', 'Backbone', 'pretrained_quick_gelu',
-           'load_backbone', 'tokenize_with_placeholders', 'used_length', 'encode_text', 'open_image', 'input_side',
-           'encode_images']
+__all__ = ['CONFIG_DIR', 'PREPROCESSINGS', 'encode_text_with_pseudo_tokens', 'TARGETPAD_RATIO', 'data_dir', 'cache_dir',
+           'local_model_names', 'BackboneError', 'resolve_pretrained', 'placeholder_token_id', 'tower_activations',
+           'Backbone', 'pretrained_quick_gelu', 'load_backbone', 'tokenize_with_placeholders', 'used_length',
+           'encode_text', 'open_image', 'input_side', 'encode_images', 'TargetPad', 'targetpad_transform',
+           'with_preprocess']
 
 # %% ../nbs/00_backbone.ipynb #aa4dc68e
 _PKG = Path(lincir.__file__).resolve().parent
@@ -134,6 +138,8 @@ def tower_activations(model) -> dict:
     "The activation functions of the text and the image tower."
     return dict(text=_activations(_text_tower(model).transformer), image=_activations(model.visual))
 
+PREPROCESSINGS = ('clip', 'targetpad')  # the backbone's own image transform; SEARLE's (pad to ratio 1.25, then resize)
+
 @dataclass(eq=False)
 class Backbone:
     "A frozen CLIP and what LinCIR needs from it."
@@ -143,6 +149,7 @@ class Backbone:
     name: str
     pretrained: str|None
     placeholder_id: int
+    preprocess_name: str = 'clip'  # which of PREPROCESSINGS `preprocess` is: part of the image features' identity
 
     @property
     def text(self): return _text_tower(self.model)
@@ -169,7 +176,8 @@ class Backbone:
         "Token ids `[n, context_length]` on the backbone's device."
         return self.tokenizer(list(texts)).to(self.device)
     def __repr__(self):
-        return f"Backbone({self.name!r}, pretrained={self.pretrained!r}, d={self.embed_dim}, w={self.width}, act={self.activation!r})"
+        pre = '' if self.preprocess_name == 'clip' else f', preprocess={self.preprocess_name!r}'
+        return f"Backbone({self.name!r}, pretrained={self.pretrained!r}, d={self.embed_dim}, w={self.width}, act={self.activation!r}{pre})"
 
 # %% ../nbs/00_backbone.ipynb #77baf41b
 def pretrained_quick_gelu(name:str, # open_clip model name
@@ -186,8 +194,10 @@ def load_backbone(name:str, # open_clip name (`ViT-L-14`), `hf-hub:org/repo`, or
                   device:str|torch.device='cpu',
                   dtype:torch.dtype=torch.float32,
                   cache_dir:str|None=None, # open_clip download cache
+                  preprocess:str='clip', # image transform: 'clip' (the backbone's own) or 'targetpad' (SEARLE's, for its Phi)
                  ) -> Backbone:
     "Load a CLIP through open_clip, frozen and in eval mode."
+    if preprocess not in PREPROCESSINGS: raise ValueError(f"preprocess must be one of {PREPROCESSINGS}, got {preprocess!r}")
     weights = resolve_pretrained(name, pretrained, cache_dir)
     if weights is None and not name.startswith(('hf-hub:', 'local-dir:')):
         warnings.warn(f"{name}: random weights (pretrained=None); use this for tests and speed benchmarks only.")
@@ -197,13 +207,14 @@ def load_backbone(name:str, # open_clip name (`ViT-L-14`), `hf-hub:org/repo`, or
     if torch.device(device).type == 'cpu' and hasattr(torch, 'set_flush_denormal'):
         torch.set_flush_denormal(True)  # denormals made identical CPU steps swing 3-7x in time
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device, cache_dir=cache_dir,
+        model, _, transform = open_clip.create_model_and_transforms(name, pretrained=weights, device=device, cache_dir=cache_dir,
                                                                      force_quick_gelu=pretrained_quick_gelu(name, weights))
     except Exception as e:
         raise BackboneError(f"Could not load {name!r} with pretrained={pretrained!r}: {e}") from e
     model = model.to(dtype=dtype).eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(name)
-    return Backbone(model, tokenizer, preprocess, name, pretrained, placeholder_token_id(tokenizer))
+    bb = Backbone(model, tokenizer, transform, name, pretrained, placeholder_token_id(tokenizer))
+    return bb if preprocess == 'clip' else with_preprocess(bb, preprocess)
 
 # %% ../nbs/00_backbone.ipynb #48080d2b
 def tokenize_with_placeholders(bb:Backbone, texts:list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,3 +309,32 @@ def encode_images(bb:Backbone, images:list, # PIL images or paths
         pixels = torch.stack([bb.preprocess(im) for im in batch]).to(bb.device, bb.dtype)
         out.append(bb.model.encode_image(pixels).float().cpu())
     return torch.cat(out) if out else torch.empty(0, bb.embed_dim)
+
+# %% ../nbs/00_backbone.ipynb #20cfc734
+TARGETPAD_RATIO = 1.25  # SEARLE's target aspect ratio
+
+class TargetPad:
+    "SEARLE's `TargetPad`: pad an image whose aspect ratio is at least `ratio` with black, symmetrically, to that ratio."
+    def __init__(self, ratio:float=TARGETPAD_RATIO): self.ratio = ratio
+    def __call__(self, image:Image.Image) -> Image.Image:
+        w, h = image.size
+        if max(w, h) / min(w, h) < self.ratio: return image
+        scaled = max(w, h) / self.ratio
+        hp, vp = max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0)
+        return TF.pad(image, [hp, vp, hp, vp], 0, 'constant')
+    def __repr__(self): return f"TargetPad(ratio={self.ratio})"
+
+def _rgb(im:Image.Image) -> Image.Image: return im.convert('RGB')
+
+def targetpad_transform(side:int, # the model's input size
+                        ratio:float=TARGETPAD_RATIO) -> T.Compose:
+    "SEARLE's `targetpad_transform`: `TargetPad`, resize the shorter side (bicubic), centre crop, RGB, CLIP's normalisation."
+    return T.Compose([TargetPad(ratio), T.Resize(side, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(side),
+                      _rgb, T.ToTensor(), T.Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)])
+
+def with_preprocess(bb:Backbone, preprocess:str) -> Backbone:
+    "`bb` with another image transform: 'clip' (the backbone's own) or 'targetpad' (SEARLE's)."
+    if preprocess not in PREPROCESSINGS: raise ValueError(f"preprocess must be one of {PREPROCESSINGS}, got {preprocess!r}")
+    if preprocess == bb.preprocess_name: return bb
+    if preprocess == 'clip': raise ValueError("the backbone's own transform is the one load_backbone gave; load it again")
+    return replace(bb, preprocess=targetpad_transform(input_side(bb)), preprocess_name=preprocess)

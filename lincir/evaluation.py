@@ -8,6 +8,7 @@ import dataclasses, json, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backbone import PREPROCESSINGS
 from .benchmarks import BENCHMARKS, DEFAULT_SPLITS, FIQ_CATEGORIES, GENECIS_TASKS, Benchmark
 from .files import atomic_write_json, claim_folder, folder_contents, replace_files
 from .phi import PhiFileError
@@ -29,6 +30,7 @@ class EvalConfig:
     split: str = '' # '' = the benchmark's default (DEFAULT_SPLITS: ShapesCIR test, CIRR val, ...)
     backbone: str = 'shapes-clip'
     pretrained: str|None = 'sandbox'
+    preprocess: str = 'clip' # image transform: 'clip' (the backbone's own) or 'targetpad' (SEARLE's, for its released Phi)
     phi: str = DEFAULT_PHI # run folder (uses best/ if present) or .safetensors file
     method: str = 'all' # one of METHODS, several separated by commas, or 'all'
     template: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE]) # several = an ensemble
@@ -58,6 +60,7 @@ def _validate(self:EvalConfig) -> EvalConfig:
     c(self.benchmark not in _SPLITS or self.split in _SPLITS[self.benchmark],
       f"split {self.split!r} for {self.benchmark}: choose one of {_SPLITS.get(self.benchmark)}")
     c(self.benchmark == 'shapes' or bool(self.data_dir), f"data_dir is required for {self.benchmark}")
+    c(self.preprocess in PREPROCESSINGS, f"preprocess {self.preprocess!r}: choose one of {PREPROCESSINGS} ('targetpad' for SEARLE's Phi)")
     for m in self.method.split(','):
         c(m.strip() in METHODS + ('all',), f"method {m!r}: choose from {METHODS + ('all',)} (comma-separated for several)")
     c('upper' not in self.method or self.benchmark == 'shapes', "method 'upper' needs target captions: ShapesCIR only")
@@ -161,7 +164,7 @@ def write_outputs(out_dir, bench:Benchmark, cfg:EvalConfig,
                   extra:dict|None=None) -> list[Path]: # more fields for metrics.json
     "metrics.json, rankings.json and (test splits) the submission files; other methods get a `_{method}` suffix."
     out, main, written = Path(out_dir), main_method(results), []
-    metrics = {'benchmark': bench.name, 'split': bench.split, 'backbone': cfg.backbone, 'pretrained': cfg.pretrained,
+    metrics = {'benchmark': bench.name, 'split': bench.split, 'backbone': cfg.backbone, 'pretrained': cfg.pretrained, 'preprocess': cfg.preprocess,
                'templates': cfg.template, 'main_method': main, **bench.notes, **(extra or {}),
                'methods': {m: r[0] for m, r in results.items()}}
     atomic_write_json(out/'metrics.json', metrics); written.append(out/'metrics.json')

@@ -13,9 +13,10 @@ import numpy as np
 from .backbone import Backbone, placeholder_token_id
 
 # %% auto #0
-__all__ = ['SPACY_MODELS', 'INSTALL_HINT', 'KEYWORD_POS', 'PLACEHOLDER', 'PHOTO_OF', 'MASKINGS', 'MASKING_VERSION',
-           'KeywordError', 'spacy_nlp', 'spacy_model_id', 'PosLookup', 'pos_lookup', 'pos_ids', 'bpe_ids',
-           'cut_to_tokens', 'clean_caption', 'keyword_spans', 'keywords', 'replace_keywords', 'Rule', 'MaskedCaption',
+__all__ = ['SPACY_MODELS', 'INSTALL_HINT', 'KEYWORD_POS', 'AUX_WORDS', 'ARTICLES', 'NOUN_PHRASE_TAGS', 'PERSON_TAG',
+           'PLACEHOLDER', 'PHOTO_OF', 'MASKINGS', 'MASKING_VERSION', 'KeywordError', 'spacy_nlp', 'spacy_model_id',
+           'PosLookup', 'pos_lookup', 'pos_ids', 'ParseGate', 'parse_gate', 'tag_docs', 'bpe_ids', 'cut_to_tokens',
+           'clean_caption', 'keyword_spans', 'keywords', 'replace_keywords', 'Rule', 'MaskedCaption',
            'replace_random_word', 'reference_keywords', 'replace_keywords_reference', 'has_words', 'mask_and_tokenize',
            'mask_captions', 'rule_counts', 'fallback_rate']
 
@@ -38,24 +39,27 @@ def _spacy_path(name:str):
 @functools.cache
 def spacy_nlp(name:str|None=None, # a model package; None: the first installed of `SPACY_MODELS`
              ):
-    "The spaCy English pipeline for part-of-speech tags, loaded once per process."
+    "The spaCy English pipeline that gives the part-of-speech tags of `spacy.load` (tagger, parser, attribute ruler), loaded once per process."
     import spacy
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message=r'\[W095\]')
         for n in ([name] if name else SPACY_MODELS):
             path = _spacy_path(n)
             if path is not None:
-                return spacy.load(path, exclude=['parser', 'ner', 'lemmatizer', 'senter'])
+                return spacy.load(path, exclude=['ner', 'lemmatizer', 'senter'])  # they run after the tags are final (senter: off by default)
     raise KeywordError(f"No spaCy English model installed (looked for {', '.join([name] if name else SPACY_MODELS)}). "
                        f"Install one: {INSTALL_HINT}")
 
 def spacy_model_id() -> str:
-    "Name and version of the spaCy model and library: part of the masked-caption cache key."
+    "Name and version of the spaCy model and library, and the pipes that tag: part of the masked-caption cache key."
     import spacy
-    m = spacy_nlp().meta
-    return f"{m['lang']}_{m['name']}-{m['version']}/spacy-{spacy.__version__}"
+    nlp = spacy_nlp()
+    m = nlp.meta
+    return f"{m['lang']}_{m['name']}-{m['version']}/spacy-{spacy.__version__}/{'+'.join(nlp.pipe_names)}"
 
 # %% ../nbs/01_keywords.ipynb #63932329
+KEYWORD_POS = frozenset({'NOUN', 'PROPN', 'ADJ', 'DET'})  # the coarse tags of keyword tokens
+
 def _never_empty(v) -> bool:
     "Whether a pattern value surely rejects the empty string (a label that is not set)."
     if isinstance(v, str): return v != ''
@@ -63,13 +67,13 @@ def _never_empty(v) -> bool:
     if isinstance(v, dict) and set(v) == {'NOT_IN'}: return '' in v['NOT_IN']
     return False
 
-def _rule_words(ruler, has_parser:bool) -> set[str]|None:
-    "The lowercase words that the ruler's coarse-tag patterns name; None if one of them looks at more than one token's tag, text or spacing."
+def _rule_words(ruler) -> set[str]|None:
+    "The words that the ruler's coarse-tag patterns name (without parser labels); None if one looks at more than one token's tag, text or spacing."
     words = set()
     for p in ruler.patterns:
         if 'POS' not in p['attrs']: continue
         for seq in p['patterns']:
-            if not has_parser and any('DEP' in t and _never_empty(t['DEP']) for t in seq): continue  # no parser, no label: never matches
+            if any('DEP' in t and _never_empty(t['DEP']) for t in seq): continue  # no parser label, never matches: `ParseGate`'s business
             if len(seq) != 1 or not set(seq[0]) <= {'TAG', 'LOWER', 'IS_SPACE'}: return None
             low = seq[0].get('LOWER')
             if isinstance(low, str): words.add(low)
@@ -78,7 +82,7 @@ def _rule_words(ruler, has_parser:bool) -> set[str]|None:
     return words
 
 class PosLookup:
-    "The coarse POS id that `nlp`'s attribute ruler gives a token, from its fine tag and lowercase text; asked once per key."
+    "The coarse POS id that `nlp`'s attribute ruler gives a token without parser labels, from its fine tag and lowercase text; asked once per key."
     def __init__(self, nlp, words:set[str]):
         self.vocab, self.ruler = nlp.vocab, nlp.get_pipe('attribute_ruler')
         self.word_ids = {self.vocab.strings.add(w) for w in words}
@@ -103,7 +107,7 @@ class PosLookup:
 def pos_lookup(nlp) -> PosLookup|None:
     "A `PosLookup` for `nlp`, or None if its attribute ruler's coarse-tag patterns need the ruler itself."
     if 'attribute_ruler' not in getattr(nlp, 'pipe_names', ()): return None
-    words = _rule_words(nlp.get_pipe('attribute_ruler'), 'parser' in nlp.pipe_names)
+    words = _rule_words(nlp.get_pipe('attribute_ruler'))
     return None if words is None else PosLookup(nlp, words)
 
 @functools.cache
@@ -115,9 +119,102 @@ def pos_ids(doc, lookup:PosLookup|None=None) -> np.ndarray:
     "The coarse POS id of each token of `doc` (`spacy.parts_of_speech`): its own if the attribute ruler ran, else `lookup`'s."
     if len(doc) == 0: return np.zeros(0, np.uint64)
     if doc.has_annotation('POS'): return doc.to_array('POS').astype(np.uint64)
-    if lookup is None: raise ValueError("The document has no part-of-speech tags: run the pipeline with its attribute_ruler, or pass pos_lookup(nlp)")
+    if lookup is None: raise ValueError("The document has no part-of-speech tags: tag it with `tag_docs` (or the pipeline's attribute_ruler), "
+                                        "or pass pos_lookup(nlp)")
     a = doc.to_array(['TAG', 'LOWER', 'IS_SPACE'])
     return lookup(a[:, 0], a[:, 1], a[:, 2])
+
+# %% ../nbs/01_keywords.ipynb #b509a5ed
+AUX_WORDS = frozenset({'be', 'am', 'is', 'are', 'was', 'were', 'been', 'being', "'s", "'re", "'m", 'have', 'has', 'had', 'having',
+                       "'ve", "'d", 'do', 'does', 'did', 'will', 'would', 'shall', 'should', 'can', 'could', 'may', 'might', 'must',
+                       'ought', 'need', 'dare', "'ll", 'ca', 'wo', 'sha', 'get', 'gets', 'got', 'gotten', 'getting', 'going', 'gon',
+                       'used', 'ai'})  # what the parser may label `aux`/`auxpass`, whatever the tagger made of it
+ARTICLES = frozenset({'a', 'an', 'the'})
+NOUN_PHRASE_TAGS = frozenset({'NN', 'NNS', 'NNP', 'NNPS', 'JJ'})  # an article right before one of these is labelled `det` (measured)
+
+def _gate_rules(ruler) -> tuple[set[str], set[str]]|None:
+    "Fine tags and words that the ruler's parser-label patterns could retag; None for a pattern the gate cannot bound."
+    tags, words = set(), set()
+    for p in ruler.patterns:
+        pos = p['attrs'].get('POS')
+        for seq in p['patterns']:
+            if pos is None or not any('DEP' in t for t in seq): continue
+            if pos in KEYWORD_POS: return None  # a label that makes a keyword: only the parser can tell
+            tok = seq[p.get('index', 0)]
+            tag, low, dep = tok.get('TAG'), tok.get('LOWER'), tok.get('DEP')
+            if isinstance(tag, str): tags.add(tag)
+            elif isinstance(tag, dict) and set(tag) == {'IN'}: tags.update(tag['IN'])
+            elif isinstance(low, str): words.add(low)
+            elif isinstance(low, dict) and set(low) == {'IN'}: words.update(low['IN'])
+            elif isinstance(dep, dict) and set(dep) == {'IN'} and set(dep['IN']) <= {'aux', 'auxpass'}: words.update(AUX_WORDS)
+            else: return None
+    return tags, words
+
+class ParseGate:
+    "Whether a caption needs the parser: it holds a keyword token (without parser labels) that a parser-label pattern could retag."
+    def __init__(self, vocab, tags:set[str], words:set[str]):
+        s = vocab.strings
+        self.tags, self.words = {s.add(t) for t in tags}, {s.add(w) for w in words}
+        self.articles, self.np_tags = {s.add(w) for w in ARTICLES}, {s.add(t) for t in NOUN_PHRASE_TAGS}
+
+    def __call__(self, tags:list[int], lowers:list[int], pos:list[int]) -> bool:
+        "For one document: fine-tag hashes, lowercase-text hashes and coarse POS ids (without parser labels) of its tokens."
+        kw, n = _keyword_pos_ids(), len(tags)
+        for i, (t, l, p) in enumerate(zip(tags, lowers, pos)):
+            if p not in kw: continue
+            if l in self.words: return True
+            if t in self.tags and not (l in self.articles and i + 1 < n and tags[i + 1] in self.np_tags): return True
+        return False
+
+@functools.cache
+def parse_gate(nlp) -> ParseGate|None:
+    "The `ParseGate` of `nlp`'s attribute ruler; None if a parser-label pattern is of a kind it cannot bound (then parse everything)."
+    if not {'parser', 'attribute_ruler'} <= set(getattr(nlp, 'pipe_names', ())): return None
+    rules = _gate_rules(nlp.get_pipe('attribute_ruler'))
+    return None if rules is None else ParseGate(nlp.vocab, *rules)
+
+# %% ../nbs/01_keywords.ipynb #aa8b593f
+def _docs(nlp, texts:list[str], batch_size:int, disable:list[str]) -> list:
+    try: return list(nlp.pipe(texts, batch_size=batch_size, disable=disable))
+    except Exception:
+        out = []
+        for t in texts:
+            try: out.append(nlp(t, disable=disable))
+            except Exception: out.append(None)
+        return out
+
+def _parse(nlp, docs:list, batch_size:int) -> list:
+    "Parser, then attribute ruler, on tagged documents (None where spaCy fails)."
+    parser, ruler = nlp.get_pipe('parser'), nlp.get_pipe('attribute_ruler')
+    try: return [ruler(d) for d in parser.pipe(docs, batch_size=batch_size)]
+    except Exception:
+        out = []
+        for d in docs:
+            try: out.append(ruler(parser(d)))
+            except Exception: out.append(None)
+        return out
+
+def tag_docs(texts:list[str], # cleaned captions
+             nlp=None, # default: `spacy_nlp()`
+             batch_size:int=64, # spaCy batch size (64 is the fastest on CPU; tags do not depend on it)
+            ) -> tuple[list, list]:
+    "spaCy documents of `texts` (None where spaCy fails) and each one's coarse POS ids, as the whole pipeline tags them."
+    nlp = nlp or spacy_nlp()
+    lookup, gate = pos_lookup(nlp), parse_gate(nlp)
+    if lookup is None or gate is None:  # the ruler is beyond the memo or the gate: the whole pipeline everywhere
+        docs = _docs(nlp, texts, batch_size, disable=[])
+        return docs, [None if d is None else pos_ids(d) for d in docs]
+    docs = _docs(nlp, texts, batch_size, disable=['parser', 'attribute_ruler'])
+    pos, todo = [], []
+    for k, d in enumerate(docs):
+        if d is None or len(d) == 0: pos.append(None if d is None else np.zeros(0, np.uint64)); continue
+        a = d.to_array(['TAG', 'LOWER', 'IS_SPACE'])
+        p = lookup(a[:, 0], a[:, 1], a[:, 2])
+        pos.append(p)
+        if gate(a[:, 0].tolist(), a[:, 1].tolist(), p.tolist()): todo.append(k)
+    for k, d in zip(todo, _parse(nlp, [docs[k] for k in todo], batch_size)):
+        docs[k], pos[k] = d, (None if d is None else pos_ids(d))
+    return docs, pos
 
 # %% ../nbs/01_keywords.ipynb #7442eee8
 def _tokenizer(bb_or_tokenizer):
@@ -182,58 +279,58 @@ def cut_to_tokens(text:str, tokenizer, max_tokens:int) -> str:
     return _cut_with_ids(text, tokenizer, max_tokens)[0]
 
 # %% ../nbs/01_keywords.ipynb #0401ba6f
+PERSON_TAG = '<PERSON>'  # an anonymised name in Conceptual Captions 12M; the official cleaning writes 'person'
+
 def _clean(caption, tokenizer, max_tokens:int|None=None) -> tuple[str, list[int]|None]:
-    text = ' '.join(('' if caption is None else str(caption)).lower().replace('$', '').split())
+    text = ' '.join(('' if caption is None else str(caption)).replace(PERSON_TAG, 'person').lower().replace('$', '').split())
     return _cut_with_ids(text, tokenizer, max_tokens or tokenizer.context_length - 2)
 
 def clean_caption(caption, # any value; None counts as empty
                   tokenizer, # open_clip tokenizer, or a `Backbone`
                   max_tokens:int|None=None, # default: the tokenizer's context length minus start and end token
                  ) -> str:
-    "Lowercase, drop every `$`, normalise whitespace, cut to the text context in tokens."
+    "`<PERSON>` -> `person`, lowercase, drop every `$`, normalise whitespace, cut to the text context in tokens."
     return _clean(caption, _tokenizer(tokenizer), max_tokens)[0]
 
 # %% ../nbs/01_keywords.ipynb #3962bdf9
-KEYWORD_POS = frozenset({'NOUN', 'PROPN', 'ADJ', 'DET'})
-
 def _offsets(doc) -> np.ndarray:
     "`[n, 2]`: character start and end of each token."
     a = doc.to_array(['IDX', 'LENGTH']).astype(np.int64).reshape(-1, 2)
     a[:, 1] += a[:, 0]
     return a
 
-def _keyword_runs(doc, lookup:PosLookup|None) -> list[tuple[int, int]]:
+def _keyword_runs(doc, pos:np.ndarray|None) -> list[tuple[int, int]]:
     "First and last token index of each maximal run of keyword tokens (plain Python: a caption is a few dozen tokens)."
     kw, runs, start = _keyword_pos_ids(), [], None
-    for i, p in enumerate(pos_ids(doc, lookup).tolist()):
+    for i, p in enumerate((pos_ids(doc) if pos is None else pos).tolist()):
         if p in kw:
             if start is None: start = i
         elif start is not None: runs.append((start, i - 1)); start = None
     if start is not None: runs.append((start, len(doc) - 1))
     return runs
 
-def keyword_spans(doc, lookup:PosLookup|None=None) -> list[tuple[int, int]]:
-    "Character spans `(start, end)` of the maximal runs of keyword tokens in a spaCy `doc` (`lookup`: for docs tagged without the attribute ruler)."
-    runs = _keyword_runs(doc, lookup)
+def keyword_spans(doc, pos:np.ndarray|None=None) -> list[tuple[int, int]]:
+    "Character spans `(start, end)` of the maximal runs of keyword tokens in a spaCy `doc` (`pos`: its coarse tags from `tag_docs`)."
+    runs = _keyword_runs(doc, pos)
     if not runs: return []
     off = _offsets(doc).tolist()
     return [(off[s][0], off[e][1]) for s, e in runs]
 
-def keywords(doc, lookup:PosLookup|None=None) -> list[str]:
+def keywords(doc, pos:np.ndarray|None=None) -> list[str]:
     "The keywords of a spaCy `doc`, in order."
-    return [doc.text[s:e] for s, e in keyword_spans(doc, lookup)]
+    return [doc.text[s:e] for s, e in keyword_spans(doc, pos)]
 
 # %% ../nbs/01_keywords.ipynb #04726ba1
 PLACEHOLDER = '$'
 
 def _join(pieces:list[str]) -> str: return ' '.join(''.join(pieces).split())
 
-def replace_keywords(doc, spans:list[tuple[int, int]]|None=None, lookup:PosLookup|None=None,
+def replace_keywords(doc, spans:list[tuple[int, int]]|None=None, pos:np.ndarray|None=None,
                      text:str|None=None, # `doc.text` where the caller has it (spaCy rebuilds it token by token)
                     ) -> str:
     "The text of `doc` with every occurrence of every keyword replaced by the placeholder."
     text = doc.text if text is None else text
-    spans = keyword_spans(doc, lookup) if spans is None else spans
+    spans = keyword_spans(doc, pos) if spans is None else spans
     off = _offsets(doc)
     starts, ends = set(off[:, 0].tolist()), set(off[:, 1].tolist())
     hits = []
@@ -255,7 +352,7 @@ class Rule(IntEnum):
 
 PHOTO_OF = f'a photo of {PLACEHOLDER}'
 MASKINGS = ('keywords', 'random', 'reference')
-MASKING_VERSION = 2  # bump when masking changes: part of the cache key of masked corpora
+MASKING_VERSION = 3  # bump when masking changes: part of the cache key of masked corpora (3: tags of the whole pipeline, <PERSON>)
 
 @dataclass(frozen=True)
 class MaskedCaption:
@@ -270,9 +367,9 @@ def replace_random_word(text:str, rng:np.random.Generator) -> str:
     return ' '.join(PLACEHOLDER if x == w else x for x in words)
 
 # %% ../nbs/01_keywords.ipynb #55c074b3
-def reference_keywords(doc, lookup:PosLookup|None=None, text:str|None=None) -> list[str]:
+def reference_keywords(doc, pos:np.ndarray|None=None, text:str|None=None) -> list[str]:
     "The reference's `extract_keywords_spacy`: runs of NOUN/PROPN/ADJ/DET token texts joined by one space, in order, repeats kept."
-    runs = _keyword_runs(doc, lookup)
+    runs = _keyword_runs(doc, pos)
     if not runs: return []
     off, text = _offsets(doc).tolist(), (doc.text if text is None else text)
     return [' '.join(text[s:e] for s, e in off[a:b+1]) for a, b in runs]
@@ -291,24 +388,15 @@ def replace_keywords_reference(caption:str, keywords:list[str], rng:np.random.Ge
     return _join(out.replace(_MARK, f' {PLACEHOLDER} ')), rule
 
 # %% ../nbs/01_keywords.ipynb #e57e7707
-def _docs(nlp, texts:list[str], batch_size:int, disable:list[str]) -> list:
-    try: return list(nlp.pipe(texts, batch_size=batch_size, disable=disable))
-    except Exception:
-        out = []
-        for t in texts:
-            try: out.append(nlp(t, disable=disable))
-            except Exception: out.append(None)
-        return out
-
 def has_words(text) -> bool:
     "Whether `text` holds a letter or a digit (else it is empty or punctuation only: nothing to mask)."
     return any(c.isalnum() for c in str(text or ''))
 
-def _mask_one(doc, text:str, seed:int, index:int, masking:str='keywords', lookup:PosLookup|None=None) -> tuple[str, Rule]:
+def _mask_one(doc, pos, text:str, seed:int, index:int, masking:str='keywords') -> tuple[str, Rule]:
     if not has_words(text): return '', Rule.SKIPPED  # '', '...', '!!!': training on them teaches `$` -> nothing
     if masking == 'reference':
-        return replace_keywords_reference(text, reference_keywords(doc, lookup, text) if doc is not None else [], np.random.default_rng([seed, index]))
-    spans = keyword_spans(doc, lookup) if doc is not None else []
+        return replace_keywords_reference(text, reference_keywords(doc, pos, text) if doc is not None else [], np.random.default_rng([seed, index]))
+    spans = keyword_spans(doc, pos) if doc is not None else []
     if spans: return replace_keywords(doc, spans, text=text), Rule.KEYWORDS
     return replace_random_word(text, np.random.default_rng([seed, index])), Rule.RANDOM_WORD
 
@@ -338,12 +426,8 @@ def mask_and_tokenize(captions:list, # raw captions (any value; None counts as e
     pid = bb_or_tokenizer.placeholder_id if isinstance(bb_or_tokenizer, Backbone) else placeholder_token_id(tok)
     indices = range(len(captions)) if indices is None else indices
     texts, ids = zip(*[_clean(c, tok) for c in captions]) if len(captions) else ((), ())
-    lookup = None
-    if masking == 'random': docs = [None] * len(texts)
-    else:
-        nlp = spacy_nlp(); lookup = pos_lookup(nlp)
-        docs = _docs(nlp, list(texts), batch_size, disable=['attribute_ruler'] if lookup else [])
-    masked = [_mask_one(d, t, seed, i, masking, lookup) for d, t, i in zip(docs, texts, indices)]
+    docs, pos = ([None] * len(texts),) * 2 if masking == 'random' else tag_docs(list(texts), batch_size=batch_size)
+    masked = [_mask_one(d, p, t, seed, i, masking) for d, p, t, i in zip(docs, pos, texts, indices)]
     masked_rows = _token_rows(tok, [m for m, _ in masked])
     rows = []
     for k, (t, (m, r), ok) in enumerate(zip(texts, masked, (masked_rows == pid).any(1).tolist())):

@@ -178,8 +178,9 @@ FeatureStore.encode = _encode
 
 # %% ../nbs/07a_store.ipynb #6711c32b
 def store_path(bb:Backbone, root=None) -> Path:
-    "The store folder of `bb`: its name, pretrained tag and a fingerprint of its weights."
-    return Path(root or cache_dir()/'store')/f'{_safe(bb.name)}__{_safe(bb.pretrained)}__{weights_fingerprint(bb.model)}'
+    "The store folder of `bb`: its name, pretrained tag, image transform (unless the backbone's own) and a fingerprint of its weights."
+    pre = '' if bb.preprocess_name == 'clip' else f'__{_safe(bb.preprocess_name)}'
+    return Path(root or cache_dir()/'store')/f'{_safe(bb.name)}__{_safe(bb.pretrained)}{pre}__{weights_fingerprint(bb.model)}'
 
 def open_store(bb:Backbone, root=None) -> FeatureStore:
     "The feature store of `bb` (created empty if there is none)."

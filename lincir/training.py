@@ -58,6 +58,7 @@ class TrainConfig:
     val_split: str = 'val'
     val_metric: str = 'auto'  # metric that selects the best checkpoint; auto = the benchmark's headline metric
     val_every: int = 100
+    val_also_at: int|None = None  # validate after this step too (the official code: 50); it may become best/
     val_max_queries: int|None = None
     log_every: int = 10
     save_every: int = 500
@@ -76,6 +77,8 @@ class TrainConfig:
         need(self.masking in ('keywords', 'reference', 'random'), f"masking must be 'keywords', 'reference' or 'random', got {self.masking!r}")
         need(self.precision in ('auto', 'fp32', 'bf16', 'fp16'), f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
         need(self.noise in NOISES, f"noise must be one of {'|'.join(NOISES)}, got {self.noise!r}")
+        need(self.val_also_at is None or 1 <= self.val_also_at <= self.steps,
+             f"val_also_at must be None or a step from 1 to steps ({self.steps}), got {self.val_also_at!r}")
         need(self.device == 'auto' or self.device.split(':')[0] in ('cpu', 'cuda'), f"device must be auto|cpu|cuda[:N], got {self.device!r}")
         if isinstance(self.captions, str): self.captions = [self.captions]
         need(len(self.captions) > 0, "captions must name at least one source")
@@ -112,7 +115,7 @@ _SEED_LIMIT = 2**32  # seeds are mixed into per-step seeds, which must stay belo
 _RANGES = {  # the interval of each numeric setting; every one must also be finite
     'steps': '[1, inf)', 'batch_size': '[1, inf)', 'grad_accum': '[1, inf)', 'chunks': '[1, inf)', 'lr': '(0, inf)',
     'weight_decay': '[0, inf)', 'warmup_steps': '[0, inf)', 'grad_clip': '(0, inf)', 'ema': '(0, 1)', 'dropout': '[0, 1)',
-    'noise_scale': '[0, inf)', 'seed': f'[0, {_SEED_LIMIT})', 'val_every': '[1, inf)', 'val_max_queries': '[1, inf)',
+    'noise_scale': '[0, inf)', 'seed': f'[0, {_SEED_LIMIT})', 'val_every': '[1, inf)', 'val_also_at': '[1, inf)', 'val_max_queries': '[1, inf)',
     'log_every': '[1, inf)', 'save_every': '[1, inf)', 'num_proc': '[1, inf)'}
 
 def _within(v, interval:str) -> bool:
@@ -664,7 +667,7 @@ def _train(cfg, corpus, validator, progress, rank, world, dev) -> Path:
                            fallback_rate=float(np.mean([f for _, f in window])))
                 _append_jsonl(run/'metrics.jsonl', row); bar.set_postfix(loss=f"{row['loss']:.4f}")
                 window, t0 = [], time.perf_counter()
-            pending = validator is not None and (step % cfg.val_every == 0 or step == cfg.steps)
+            pending = validator is not None and (step % cfg.val_every == 0 or step in (cfg.steps, cfg.val_also_at))
             saving = step % cfg.save_every == 0 or step == cfg.steps
     finally:
         bar.close(); stop.restore()

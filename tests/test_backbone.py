@@ -77,6 +77,31 @@ def test_random_weights_warn():
         load_backbone('lincir-tiny', None)
 
 
+def test_targetpad_by_hand():
+    "SEARLE's targetpad on an 8x4 image: 1 black row above and below (int((8 / 1.25 - 4) / 2)), resize to 6 (a no-op), centre crop 6x6."
+    import numpy as np
+    from PIL import Image
+    from lincir.backbone import TargetPad, targetpad_transform
+    a = (np.arange(4 * 8 * 3).reshape(4, 8, 3) * 2 + 10).astype(np.uint8)
+    padded = np.zeros((6, 8, 3), np.uint8); padded[1:5] = a
+    assert np.array_equal(np.asarray(TargetPad()(Image.fromarray(a))), padded)
+    mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
+    want = ((padded[:, 1:7] / 255 - mean) / std).transpose(2, 0, 1)  # columns 1-6: round((8 - 6) / 2) = 1
+    got = targetpad_transform(6)(Image.fromarray(a)).double().numpy()
+    assert np.abs(got - want).max() < 1e-6
+    assert TargetPad()(Image.new('RGB', (9, 8))).size == (9, 8)  # ratio 1.125 < 1.25: untouched
+    assert TargetPad()(Image.new('RGB', (3, 9))).size == (7, 9)  # tall: 2 columns each side, int((9 / 1.25 - 3) / 2)
+
+
+def test_preprocess_option(tiny):
+    from lincir.backbone import with_preprocess
+    tp = with_preprocess(tiny, 'targetpad')
+    assert (tp.preprocess_name, tiny.preprocess_name) == ('targetpad', 'clip') and tp.model is tiny.model
+    assert "preprocess='targetpad'" in repr(tp) and with_preprocess(tp, 'targetpad') is tp
+    with pytest.raises(ValueError, match='targetpad'): with_preprocess(tiny, 'letterbox')
+    with pytest.raises(ValueError, match='targetpad'): load_backbone('lincir-tiny', None, preprocess='letterbox')
+
+
 def test_sandbox_tag_without_weights_names_path(tmp_path, monkeypatch):
     monkeypatch.setenv('LINCIR_DATA', str(tmp_path))
     with pytest.raises(BackboneError, match='lincir-tiny.safetensors'):

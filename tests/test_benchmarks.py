@@ -11,7 +11,7 @@ from lincir.backbone import load_backbone
 from lincir.benchmarks import LayoutError, evaluate, load_benchmark
 from lincir.evaluation import EvalConfig, write_outputs
 from lincir.phi import Phi
-from lincir.retrieval import image_features, query_features
+from lincir.retrieval import image_features, image_key, query_features
 from lincir.shapescir import write_cirr_fixture, write_fashioniq_fixture, write_genecis_fixture, write_shapescir
 
 
@@ -199,6 +199,23 @@ def test_bad_input(env, tmp_path):
     assert (m['skipped_queries'], m['queries']) == (1, 4)
 
 
+@pytest.mark.parametrize('name', ['cirr', 'circo', 'fashioniq', 'genecis', 'shapes'])
+def test_targetpad_reaches_every_benchmark(env, name, monkeypatch, tmp_path):
+    "With preprocess='targetpad' every image a benchmark encodes goes through SEARLE's padding, into the targetpad store."
+    import lincir.backbone as B
+    monkeypatch.setenv('LINCIR_CACHE', str(tmp_path / 'cache'))  # an empty store
+    from lincir.backbone import with_preprocess
+    from lincir.store import open_store
+    bb, phi, roots = env
+    tp = with_preprocess(bb, 'targetpad')
+    seen, pad = [], B.TargetPad.__call__
+    monkeypatch.setattr(B.TargetPad, '__call__', lambda self, im: seen.append(im.size) or pad(self, im))
+    b = load_benchmark(name, roots[name])
+    m, p = evaluate(b, tp, 'lincir', phi, progress=False)
+    assert p.rankings and len(seen) == len({image_key(s) for s in b.images.values()})  # each image, once
+    assert len(open_store(tp)) == len(seen) and m['skipped_images'] == 0
+
+
 def test_evaluate_notebook(env, tmp_path):
     "nbs/evaluate.ipynb as papermill runs it: a CIRR test split with every method, a saved Phi, all output files."
     import papermill as pm
@@ -218,4 +235,5 @@ def test_evaluate_notebook(env, tmp_path):
     assert list(metrics['methods']) == ['image', 'text', 'sum', 'lincir'] and metrics['main_method'] == 'lincir'
     assert metrics['phi'] == str(tmp_path / 'run' / 'phi.safetensors')
     assert metrics['backbone_activation'] == {'text': 'GELU', 'image': 'GELU'}  # lincir-tiny has no QuickGELU tag
+    assert metrics['preprocess'] == 'clip'
     assert json.loads((out / 'config.json').read_text())['split'] == 'test1'

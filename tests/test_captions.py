@@ -119,6 +119,21 @@ def test_cache_key_changes_with_settings(tiny, files, cache):
     assert len(entries(cache)) == 5 + len(variants)
 
 
+def test_cache_of_the_parserless_tags_is_not_reused(tiny, files, cache, monkeypatch):
+    "Corpora masked before the tags came from spaCy's whole pipeline (masking version 2, no parser) have another key."
+    from lincir.keywords import MASKING_VERSION
+    src = str(files / 'c.txt')
+    key = corpus_meta(masked_corpus(src, tiny))['key']['masking']
+    assert key['version'] == MASKING_VERSION >= 3 and key['spacy'].endswith('/tok2vec+tagger+parser+attribute_ruler')
+    old_id = key['spacy'].rsplit('/', 1)[0]  # what spacy_model_id() said then: model and library versions only
+    for version, spacy_id in [(2, old_id), (2, key['spacy']), (MASKING_VERSION, old_id)]:
+        with monkeypatch.context() as m:
+            m.setattr(C, 'MASKING_VERSION', version); m.setattr(C, 'spacy_model_id', lambda: spacy_id)
+            masked_corpus(src, tiny)
+    assert len(entries(cache)) == 4  # none of them read the current entry, nor it theirs
+    assert corpus_meta(masked_corpus(src, tiny))['key']['masking'] == key and len(entries(cache)) == 4
+
+
 def test_num_proc_gives_the_same_rows(tiny, tmp_path):
     (tmp_path / 'm.txt').write_text('\n'.join(['running quickly', 'go away now', 'a red circle', 'is it'] * 12))
     src = str(tmp_path / 'm.txt')

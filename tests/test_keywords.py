@@ -1,5 +1,6 @@
-"Keyword masking: edge cases, determinism, placeholder survival, token cut."
-import random
+"Keyword masking: edge cases, determinism, placeholder survival, token cut, fidelity to the official code and spaCy's whole pipeline."
+import random, sys, warnings
+from pathlib import Path
 import numpy as np
 import open_clip
 import pytest
@@ -138,59 +139,12 @@ def test_rule_counts_and_fallback_rate():
     assert fallback_rate(np.array([], dtype=int)) == 0.0
 
 
-# --- masking='reference' against a transcription of the official code (navervision/lincir, loader.py) ---------------
+# --- masking='reference' against the official code (copied verbatim) on spaCy's whole pipeline, loaded on its own ---
 
-def _official_extract_keywords_spacy(spacy_nlp, caption):
-    sequences = []
-    current_sequence = []
-    doc = spacy_nlp(caption)
-    for token in doc:
-        if token.pos_ in ['NOUN', 'PROPN', 'ADJ', 'DET']:
-            current_sequence.append(token.text)
-        else:
-            if current_sequence:
-                sequences.append(" ".join(current_sequence))
-                current_sequence = []
-    if current_sequence:
-        sequences.append(" ".join(current_sequence))
-    return sequences
-
-
-def _official_mask(caption, spacy_nlp, sample):
-    "CaptionDataset.__getitem__'s masking (after clean_caption), with `random.sample(words, k=1)` as `sample(words)`."
-    keywords = [""]
-    try:
-        keywords = _official_extract_keywords_spacy(spacy_nlp, caption)
-    except Exception:
-        pass
-    replaced_caption = caption
-    if len(keywords) == 0:
-        keywords = [""]
-    for keyword in keywords:
-        if keyword != '' and keyword in caption:
-            replaced_caption = replaced_caption.replace(keyword, '[$]')
-        else:
-            tmp_keywords = caption.split(' ')
-            if len(tmp_keywords) > 0:
-                for selected_keyword in [sample(tmp_keywords)]:
-                    replaced_caption = replaced_caption.replace(selected_keyword, '[$]')
-            else:
-                replaced_caption = f'a photo of [$] that {caption}'
-            break
-    return replaced_caption
-
-
-def _official_ids(text, tok, pid=259):
-    "What the official tokenizer makes of a caption with the special token `[$]`: `[$]` -> 259, the rest BPE, 77 with truncation."
-    from lincir.keywords import bpe_ids
-    ids = []
-    for i, chunk in enumerate(text.split('[$]')):
-        if i: ids.append(pid)
-        ids += bpe_ids(tok, chunk)
-    ids = [tok.sot_token_id] + ids[:tok.context_length - 2] + [tok.eot_token_id]
-    if pid not in ids: return _official_ids('a photo of [$]', tok, pid)
-    return ids + [0] * (tok.context_length - len(ids))
-
+sys.path.insert(0, str(Path(__file__).parent)); sys.path.insert(0, str(Path(__file__).parents[1] / 'benchmarks'))
+import official_lincir as O  # noqa: E402
+from mix import realistic_captions  # noqa: E402
+from varied import pronoun_captions, varied_captions  # noqa: E402
 
 REFERENCE_CAPTIONS = [
     'a very large dog in the park', 'a cat sitting on a red sofa next to a cat', 'a man in a suit and tie',
@@ -202,22 +156,34 @@ REFERENCE_CAPTIONS = [
     'a beautiful a beautiful landscape, a', 'very', 'the the the', 'dog, cat, bird.', ' '.join(['red'] * 100),
     'u.s. president gives a speech', 'my e-mail address', 'a 5-star hotel', 'state-of-the-art kitchen',
 ]
+ISSUE_19 = {'this is a picture of a cat': 'this is $ of $', 'all of the people are smiling': 'all of $ are smiling',
+            'that is the house where i grew up': 'that is $ where i grew up', '<PERSON> attends the premiere': '$ attends $'}
 
 
-def test_reference_masking_matches_the_official_rules(clip77):
-    from lincir.keywords import _join, clean_caption, spacy_nlp
-    nlp = spacy_nlp()
-    out = mask_captions(REFERENCE_CAPTIONS, clip77, seed=3, masking='reference')
-    for i, (raw, m) in enumerate(zip(REFERENCE_CAPTIONS, out)):
-        caption = clean_caption(raw, clip77)
-        assert m.caption == caption
-        rng = np.random.default_rng([3, i])  # the random word: the same draw as ours
-        official = _official_mask(caption, nlp, lambda words: words[rng.integers(len(words))])
-        assert clip77([m.masked])[0].tolist() == _official_ids(official, clip77), (raw, m.masked, official)
-        if m.rule != Rule.PHOTO_OF:  # the string itself, with '[$]' written '$'
-            assert m.masked == _join(official.replace('[$]', ' $ ')), (raw, m.masked, official)
-    rules = {c: m.rule for c, m in zip(REFERENCE_CAPTIONS, out)}
-    assert rules['running quickly'] == rules['u.s. president gives a speech'] == Rule.RANDOM_WORD  # no keyword; a keyword not in the text
+@pytest.fixture(scope='module')
+def official():
+    "The official tokenizer and spaCy's whole `en_core_web_sm` pipeline, neither of them lincir's."
+    return O.official_tokenizer(), O.official_spacy()
+
+
+def test_reference_masking_equals_the_official_code(clip77, official):
+    "`masking='reference'` gives the official code's token ids, but for the deliberate differences, each identified."
+    tok, nlp = official
+    caps = [c for c in varied_captions() if c is None or isinstance(c, str)] + REFERENCE_CAPTIONS + pronoun_captions(150, seed=1)
+    assert len(caps) >= 500 and set(ISSUE_19) <= set(caps)
+    rows, ids, masked = K.mask_and_tokenize(caps, clip77, seed=3, masking='reference')
+    diff = O.differences(caps, ids, masked, [r.caption for r in rows], tok, nlp, seed=3)
+    assert [caps[i] for i in diff['unexplained']] == []
+    assert all(diff[k] for k in O.DELIBERATE), {k: len(v) for k, v in diff.items()}  # each kind occurs, and is checked
+    assert len(diff['same']) > 0.9 * len(caps)
+    for c, want in ISSUE_19.items(): assert rows[caps.index(c)].masked == want, c
+    random_rows = [i for i, r in enumerate(rows) if r.rule == Rule.RANDOM_WORD]
+    assert len(set(random_rows) & set(diff['same'])) >= 10  # the random-word fallback draws the same word
+
+
+def test_person_becomes_person(clip77):
+    out = mask_captions(['<PERSON> attends the premiere', '<person> and <PERSON>'], clip77)
+    assert [(o.caption, o.masked) for o in out] == [('person attends the premiere', '$ attends $'), ('<person> and person', '< $ > and $')]
 
 
 def test_reference_masking_differs_where_str_replace_hits_inside_words(clip77):
@@ -229,31 +195,71 @@ def test_reference_masking_differs_where_str_replace_hits_inside_words(clip77):
 @pytest.fixture(scope='module')
 def realistic():
     "600 captions with the paper corpora's mix (CC3M-like sentences, long prompts cut at 77 tokens), plus odd ones."
-    import importlib.util, pathlib
-    spec = importlib.util.spec_from_file_location('mix', pathlib.Path(__file__).parents[1]/'benchmarks'/'mix.py')
-    mix = importlib.util.module_from_spec(spec); spec.loader.exec_module(mix)
     odd = ['tom &amp; jerry, a cat and a mouse', 'café de flore in paris', 'a 🦊 fox', 'there is nobody that is there',
-           "it does n't matter", 'e.g.  a cat   on a mat', 'supercalifragilisticexpialidocious ' * 30, '$ 5 bill', '...', '']
-    return mix.realistic_captions(600, seed=3) + odd
+           "it does n't matter", 'e.g.  a cat   on a mat', 'supercalifragilisticexpialidocious ' * 30, '$ 5 bill', '...', '',
+           'this is a picture of a cat', 'all of the people are smiling', 'a photo of a']
+    return realistic_captions(600, seed=3) + odd
 
 
 def test_pos_lookup_equals_attribute_ruler(realistic, clip77):
-    "Every token's coarse tag from the memo equals the attribute ruler's, on realistic captions (raw and cleaned)."
+    "Every token's coarse tag from the memo equals the attribute ruler's without parser labels, on realistic captions (raw and cleaned)."
     nlp = spacy_nlp()
+    assert nlp.pipe_names == ['tok2vec', 'tagger', 'parser', 'attribute_ruler']
     look = K.pos_lookup(nlp)
     assert look is not None
     texts = realistic + [clean_caption(c, clip77) for c in realistic]
-    for full, fast in zip(nlp.pipe(texts), nlp.pipe(texts, disable=['attribute_ruler'])):
-        assert K.pos_ids(fast, look).tolist() == [t.pos for t in full], full.text
+    for ruled, fast in zip(nlp.pipe(texts, disable=['parser']), nlp.pipe(texts, disable=['parser', 'attribute_ruler'])):
+        assert K.pos_ids(fast, look).tolist() == [t.pos for t in ruled], ruled.text
 
 
-def test_masking_same_without_the_memo(realistic, clip77, monkeypatch):
-    "Masking with the memo gives what masking with spaCy's own attribute ruler gives, for each masking that uses spaCy."
+@pytest.fixture(scope='module')
+def many(clip77):
+    "About 9,400 cleaned captions: the sandbox's, the realistic mix, the hand-written ones, and determiners in every role."
+    from lincir.shapes import realistic_captions as sandbox
+    caps = sandbox(2000, seed=5) + realistic_captions(2000, seed=7) + [c for c in varied_captions() if isinstance(c, str)]
+    caps += pronoun_captions(5000, seed=2)
+    return [clean_caption(c, clip77) for c in caps]
+
+
+def test_tags_equal_the_whole_pipeline(many, official):
+    "Every token's keyword tag from `tag_docs` (memo, parser where the gate says) equals spaCy's whole pipeline's, loaded on its own."
+    _, whole = official
+    docs, pos = K.tag_docs(many)
+    kw = K._keyword_pos_ids()
+    parsed = 0
+    for text, d, p, w in zip(many, docs, pos, whole.pipe(many, batch_size=64)):
+        ours, want = p.tolist(), [t.pos for t in w]
+        assert [x in kw for x in ours] == [x in kw for x in want], (text, ours, want)
+        if d.has_annotation('DEP'): parsed += 1; assert ours == want, text  # parsed: every tag is the pipeline's
+    assert len(many) > 9000 and 0.2 * len(many) < parsed < 0.8 * len(many)  # the gate parses some, skips many
+
+
+def test_parse_gate_skips_plain_captions_and_catches_pronouns(clip77):
+    docs, _ = K.tag_docs([clean_caption(c, clip77) for c in realistic_captions(300, seed=11)])
+    assert sum(d.has_annotation('DEP') for d in docs) < 0.15 * len(docs)  # the paper's mix is rarely parsed
+    docs, _ = K.tag_docs(list(ISSUE_19)[:3] + ['a photo of a', 'vitamin a', 'which one is real?'])
+    assert all(d.has_annotation('DEP') for d in docs)
+
+
+def test_parse_gate_declines_unknown_rules(monkeypatch):
+    "A parser-label pattern that would make a keyword, or retag any word from another label, turns the gate off (parse everything)."
+    class Ruler:
+        def __init__(self, patterns): self.patterns = patterns
+    assert K._gate_rules(Ruler([{'patterns': [[{'DEP': 'amod', 'TAG': 'VBN'}]], 'attrs': {'POS': 'ADJ'}}])) is None
+    assert K._gate_rules(Ruler([{'patterns': [[{'DEP': 'nsubj'}]], 'attrs': {'POS': 'PRON'}}])) is None
+    tags, words = K._gate_rules(Ruler([{'patterns': [[{'DEP': {'IN': ['aux']}, 'TAG': {'NOT_IN': ['TO']}}]], 'attrs': {'POS': 'AUX'}},
+                                       {'patterns': [[{'DEP': 'expl'}, {'LOWER': 'is'}]], 'attrs': {'POS': 'VERB'}, 'index': 1}]))
+    assert tags == set() and words == K.AUX_WORDS | {'is'}
+
+
+def test_masks_equal_with_the_whole_pipeline(many, official, clip77, monkeypatch):
+    "Masking with the memo and the gate gives what masking with spaCy's whole pipeline gives, in both maskings that use spaCy."
+    texts = many[::5]
     for masking in ('keywords', 'reference'):
-        fast = K.mask_and_tokenize(realistic, clip77, masking=masking)
+        fast = K.mask_and_tokenize(texts, clip77, masking=masking)
         with monkeypatch.context() as m:
-            m.setattr(K, 'pos_lookup', lambda nlp: None)
-            slow = K.mask_and_tokenize(realistic, clip77, masking=masking)
+            m.setattr(K, 'spacy_nlp', lambda: official[1]); m.setattr(K, 'parse_gate', lambda nlp: None)
+            slow = K.mask_and_tokenize(texts, clip77, masking=masking)
         assert fast[0] == slow[0]
         assert np.array_equal(fast[1], slow[1]) and np.array_equal(fast[2], slow[2])
 

@@ -35,6 +35,23 @@ def test_adding_one_image_encodes_one(tiny, tmp_path, monkeypatch):
     assert (len(ids), bad) == (13, []) and len(shard_keys(st.path)) == 13
 
 
+def test_features_of_another_transform_are_never_reused(tiny, tmp_path, monkeypatch):
+    "SEARLE's targetpad encodes into a store of its own: the CLIP transform's features of the same files are not read."
+    from lincir.backbone import with_preprocess
+    monkeypatch.setenv('LINCIR_CACHE', str(tmp_path/'cache'))
+    (tmp_path/'photos').mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(1, 255, (20, 64, 3), dtype=np.uint8)).save(tmp_path/'photos'/'wide.png')
+    images = {'wide': tmp_path/'photos'/'wide.png'}
+    tp = with_preprocess(tiny, 'targetpad')
+    _, clip, _ = image_features(tiny, images, progress=False)
+    assert store_path(tp) != store_path(tiny) and store_path(tp).name.split('__')[2] == 'targetpad'
+    assert open_store(tp).encode(tp, images, progress=False) == {'encoded': 1, 'unreadable': 0}  # not found in the CLIP store
+    _, padded, _ = image_features(tp, images, progress=False)
+    assert not torch.allclose(clip, padded)  # a wide image: padded, not centre-cropped
+    assert torch.equal(image_features(tiny, images, progress=False)[1], clip)  # the CLIP store is untouched
+    assert open_store(tp).encode(tp, images, progress=False) == {'encoded': 0, 'unreadable': 0}
+
+
 WORKER = textwrap.dedent('''
     import sys, time, warnings, torch
     import lincir.store as S

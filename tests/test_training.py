@@ -76,10 +76,34 @@ def test_bad_settings_fail_before_work(tmp_path):
     for kw, msg in [(dict(batch_size=0), 'batch_size'), (dict(steps=0), 'steps'),
                     (dict(backbone='ViT-Q-99', pretrained='openai'), 'ViT-Q-99'),
                     (dict(captions=[str(tmp_path / 'missing.txt')]), 'missing.txt'),
-                    (dict(batch_size=10, grad_accum=3), 'grad_accum'), (dict(noise='uniform'), 'noise')]:
+                    (dict(batch_size=10, grad_accum=3), 'grad_accum'), (dict(noise='uniform'), 'noise'),
+                    (dict(val_also_at=0), 'val_also_at'), (dict(steps=6, val_also_at=7), 'val_also_at'),
+                    (dict(val_also_at=2.5), 'val_also_at')]:
         with pytest.raises(Exception, match=msg):
             train(cfg_for(tmp_path, **kw), progress=False)
     assert not (tmp_path / 'run').exists()
+
+
+class StepScores:
+    "A validator that returns the given scores, one per call."
+    headline, metric_names = 'score', ['score']
+    def __init__(self, scores): self.scores = list(scores)
+    def __call__(self, phi): return {'score': self.scores.pop(0)}
+
+
+def test_validation_also_at_a_step_can_become_best(tiny, tmp_path):
+    "`val_also_at` validates after that step too (the official loop: step 50), and that step can be the best checkpoint."
+    corpus = corpus_for(tiny)
+    plain = train(cfg_for(tmp_path / 'plain', val_every=4), corpus=corpus, validator=StepScores([1., 2.]), progress=False)
+    assert [r['step'] for r in read_metrics(plain) if 'val' in r] == [4, 6]
+    run = train(cfg_for(tmp_path, val_every=4, val_also_at=3), corpus=corpus, validator=StepScores([9., 1., 2.]), progress=False)
+    assert [(r['step'], r['val']['score']) for r in read_metrics(run) if 'val' in r] == [(3, 9.), (4, 1.), (6, 2.)]
+    assert json.loads((run / 'best' / 'metrics.json').read_text()) == {'step': 3, 'score': 9.}
+    three = train(cfg_for(tmp_path / 'three', steps=3), corpus=corpus, progress=False)
+    best, at3 = load_file(str(run / 'best' / 'phi.safetensors')), load_file(str(three / 'phi.safetensors'))
+    assert best.keys() == at3.keys() and all(torch.equal(best[k], at3[k]) for k in best)  # the weights of step 3
+    with pytest.raises(ValueError, match='val_also_at'):  # it decides best/: part of the run's identity
+        train(cfg_for(tmp_path, val_every=4, val_also_at=5), corpus=corpus, validator=StepScores([0.] * 3), progress=False)
 
 
 def test_ddp_two_cpu_processes_end_identical(tmp_path):
