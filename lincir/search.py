@@ -14,7 +14,8 @@ from PIL import Image, ImageDraw
 
 from .backbone import Backbone, encode_images, encode_text, load_backbone
 from .retrieval import DEFAULT_TEMPLATE, Query, _is_path, image_key, load_image, query_features
-from .store import _FILE_KEY, FeatureStore, StoreView, _dist, open_store
+from .distributed import barrier, rank_world, setup_distributed
+from .store import _FILE_KEY, FeatureStore, StoreView, open_store
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'SEARCH_METHODS', 'find_images', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search',
@@ -167,9 +168,11 @@ def index_folder(bb:Backbone, folder, batch_size:int=64, progress:bool=True) -> 
     t0, store, images = time.perf_counter(), open_store(bb), find_images(folder)
     changes = folder_changes(store, images, folder)
     done = store.encode(bb, images, batch_size, progress=progress)
-    rank, world = _dist()
+    rank, world = rank_world()
     if (changes['changed'] or changes['removed'] or store.duplicates) and rank == 0: store.compact()  # duplicates: concurrent indexers before locks
-    if world > 1: torch.distributed.barrier(); store.reload()
+    if world > 1:
+        barrier()
+        store.reload()
     keys = {i: image_key(p) for i, p in images.items()}
     return dict(folder=str(folder), images=len(images), new=len(changes['new']), changed=len(changes['changed']),
                 removed=len(changes['removed']), encoded=done['encoded'], seconds=round(time.perf_counter() - t0, 2),
@@ -191,12 +194,9 @@ def grid(gallery:Gallery, reference, hits:list[Hit], path, side:int=160, columns
     return Path(path)
 
 # %% ../nbs/10_search.ipynb #ed2bbd13
-def _setup(args) -> Backbone:
+def _backbone(args) -> Backbone:
     "The backbone on this process's device; under torchrun, the process group first."
-    device = args.device
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
-        if device.startswith('cuda'): device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    _, _, device = setup_distributed(args.device)
     return load_backbone(args.backbone, None if args.pretrained in ('', 'none') else args.pretrained, device=device)
 
 def _shown(name:str) -> str:
@@ -252,10 +252,10 @@ def main(argv=None):
     q.add_argument('--grid', type=_image_file, help='save a picture of the hits (.png, .jpg, ...)')
     q.add_argument('--ann', action='store_true', help='approximate search (faiss), for very large folders')
     args = ap.parse_args(argv)
-    bb = _setup(args)
+    bb = _backbone(args)
     if args.command == 'query': return _query(args, bb)
     r = index_folder(bb, args.folder, args.batch_size)
-    if _dist()[0] == 0:
+    if rank_world()[0] == 0:
         print(f"{r['folder']}: {r['images']} images; {r['new']} new, {r['changed']} changed, {r['removed']} removed, "
               f"{len(r['unreadable'])} unreadable; {r['encoded']} encoded in {r['seconds']} s\nindex: {r['store']}")
         for i, why in r['unreadable'].items(): print(f"  unreadable {_shown(i)}: {why}")

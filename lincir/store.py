@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .backbone import Backbone, cache_dir, encode_images, input_side
+from .distributed import barrier, rank_world
 from .files import RunLock, atomic_write, atomic_write_json
 from .retrieval import _safe, file_key, image_key, load_image, weights_fingerprint
 
@@ -115,11 +116,6 @@ def _vectors(self:FeatureStore, keys:list[str], dtype=np.float32) -> np.ndarray:
 FeatureStore.add, FeatureStore.vectors = _add_shard, _vectors
 
 # %% ../nbs/07a_store.ipynb #132da788
-def _dist() -> tuple[int, int]:
-    "(rank, world size) under `torch.distributed` (torchrun), else (0, 1)."
-    d = torch.distributed
-    return (d.get_rank(), d.get_world_size()) if d.is_available() and d.is_initialized() else (0, 1)
-
 def _decode(src, side):
     try: return load_image(src, side)
     except Exception as e: return e
@@ -146,7 +142,7 @@ def _encode(self:FeatureStore, bb:Backbone,
             num_workers:int=min(8, os.cpu_count() or 1),
             progress:bool=True) -> dict:
     "Encode the images the store lacks (each torchrun process its share); counts of `encoded` and `unreadable` files."
-    rank, world = _dist()
+    rank, world = rank_world()
     srcs = {}
     for src in images.values(): srcs.setdefault(image_key(src), src)
     missing = any(k not in self for k in srcs)  # nothing missing: no need to wait for another writer
@@ -156,10 +152,10 @@ def _encode(self:FeatureStore, bb:Backbone,
         if lock: lock.release()
 
 def _encode_missing(self:FeatureStore, bb, srcs, missing, rank, world, batch_size, shard_size, num_workers, progress) -> dict:
-    if world > 1: torch.distributed.barrier()  # rank 0 holds the store's lock before any process lists the work
+    barrier()  # rank 0 holds the store's lock before any process lists the work
     if missing: self.reload()  # what another writer committed while this one waited
     todo = [k for k in srcs if k not in self]
-    if world > 1: torch.distributed.barrier()  # every process has listed the work before any shard lands
+    barrier()  # every process has listed the work before any shard lands
     mine, done = todo[rank::world], {'encoded': 0, 'unreadable': 0}
     keys, feats, failed = [], [], {}
     def commit():
@@ -171,7 +167,9 @@ def _encode_missing(self:FeatureStore, bb, srcs, missing, rank, world, batch_siz
             keys.extend(k); feats.append(f); failed.update(bad); bar.update(len(k) + len(bad))
             if len(keys) + len(failed) >= shard_size: commit()
         commit()
-    if world > 1: torch.distributed.barrier(); self.reload()
+    if world > 1:
+        barrier()
+        self.reload()
     return done
 
 FeatureStore.encode = _encode

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .distributed import setup_distributed
 from .backbone import Backbone, BackboneError, load_backbone, local_model_names, resolve_pretrained
 from .files import RunLock, atomic_write, atomic_write_json, build_folder, check_folder, claim_folder, finished_folder, remove_leftovers
 from .phi import Phi, save_phi
@@ -22,9 +23,8 @@ from .smp import NOISES, sample_noise, smp_loss
 
 # %% auto #0
 __all__ = ['BATCHINGS', 'TrainConfig', 'mixed_precision', 'random_batches', 'epoch_batches', 'batch_at', 'BatchSampler',
-           'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'setup_distributed', 'lr_at', 'ema_decay',
-           'step_noise', 'length_chunks', 'train_step', 'StopRequested', 'StopSignals', 'read_metrics', 'plot_run',
-           'train', 'parse_args', 'main']
+           'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'lr_at', 'ema_decay', 'step_noise', 'length_chunks',
+           'train_step', 'StopRequested', 'StopSignals', 'read_metrics', 'plot_run', 'train', 'parse_args', 'main']
 
 # %% ../nbs/06_training.ipynb #89fba6bc
 BATCHINGS = ('random', 'grouped')
@@ -289,18 +289,6 @@ def load_checkpoint(run:Path, phi, ema, opt, scaler) -> tuple[int, dict|None, bo
         _load_optimizer(opt, load_file(str(ck/'optimizer.safetensors')), state['param_groups'])
         if state.get('scaler'): scaler.load_state_dict(state['scaler'])
     return step, state.get('best'), bool(state.get('val_pending'))
-
-# %% ../nbs/06_training.ipynb #a4725966
-def setup_distributed(device:str):
-    "(rank, world_size, torch.device), joining the process group when launched by torchrun."
-    world = int(os.environ.get('WORLD_SIZE', 1))
-    if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dev = torch.device(device)
-    if world == 1: return 0, 1, dev
-    rank, local = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', 0))
-    if dev.type == 'cuda': dev = torch.device('cuda', local); torch.cuda.set_device(dev)
-    if not dist.is_initialized(): dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
-    return rank, world, dev
 
 # %% ../nbs/06_training.ipynb #280071f7
 def lr_at(cfg:TrainConfig, step:int) -> float:
