@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .backbone import Backbone, open_image
+from .backbone import Backbone
+from .images import file_key, open_image
 from .metrics import by_group, cirr_metrics, circo_metrics, fashioniq_metrics, genecis_metrics, map_at_k
-from .retrieval import DEFAULT_TEMPLATE, Prediction, Query, file_key, image_features, predict
+from .retrieval import DEFAULT_TEMPLATE, Prediction, Query, image_features, predict
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'FIQ_CATEGORIES', 'GENECIS_TASKS', 'BENCHMARKS', 'DEFAULT_SPLITS', 'VALIDATION_SPLITS', 'HEADLINES',

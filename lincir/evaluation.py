@@ -12,7 +12,8 @@ from .backbone import PREPROCESSINGS
 from .benchmarks import BENCHMARKS, DEFAULT_SPLITS, FIQ_CATEGORIES, GENECIS_TASKS, Benchmark
 from .files import atomic_write_json, claim_folder, folder_contents, replace_files
 from .phi import PhiFileError
-from .retrieval import DEFAULT_TEMPLATE, METHODS, Prediction, check_template, load_image
+from .images import load_image
+from .retrieval import DEFAULT_TEMPLATE, METHODS, Prediction, check_template
 
 # %% auto #0
 __all__ = ['BASELINES', 'DEFAULT_PHI', 'EvalConfig', 'resolve_phi', 'plan', 'claim_out_dir', 'main_method', 'write_outputs',

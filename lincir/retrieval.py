@@ -4,19 +4,18 @@
 
 # %% ../nbs/07_retrieval.ipynb #e511af99
 from __future__ import annotations
-import hashlib, os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from .backbone import Backbone, cache_dir, encode_images, encode_text, open_image
+from .backbone import Backbone, encode_text
+from .images import DECODE_THREADS, image_key
+from .store import encode_batches, open_store
 
 # %% auto #0
-__all__ = ['DEFAULT_TEMPLATE', 'METHODS', 'Query', 'file_key', 'image_key', 'load_image', 'weights_fingerprint', 'image_features',
-           'check_template', 'fill', 'query_features', 'rank', 'Prediction', 'predict']
+__all__ = ['DEFAULT_TEMPLATE', 'METHODS', 'Query', 'image_features', 'check_template', 'fill', 'query_features', 'rank',
+           'Prediction', 'predict']
 
 # %% ../nbs/07_retrieval.ipynb #7e79d019
 @dataclass
@@ -33,35 +32,6 @@ class Query:
     target_caption: str|None = None # caption of the target (ShapesCIR), for the `upper` bound
     info: dict = field(default_factory=dict) # anything else the benchmark carries
 
-# %% ../nbs/07_retrieval.ipynb #37be6420
-def _is_path(src) -> bool: return isinstance(src, (str, os.PathLike))
-
-def file_key(path) -> str:
-    "A file's resolved path, size and modification time: a changed or replaced file gets a new key."
-    p = Path(path).resolve()
-    try: st = p.stat(); return f'{p}:{st.st_size}:{st.st_mtime_ns}'
-    except OSError: return str(p)
-
-def image_key(src) -> str:
-    "The string that identifies an image source in cache keys: its `file_key`, or the source's own `key`."
-    return file_key(src) if _is_path(src) else src.key
-
-def load_image(src, size:int|None=None, # the side the model needs (a path is decoded no larger than about twice that)
-              ) -> Image.Image:
-    "An RGB image from a path, or from an object with `load()` (and `key`); errors name the file."
-    return open_image(src, size) if _is_path(src) else src.load()
-
-def weights_fingerprint(model:torch.nn.Module) -> str:
-    "A cheap hash of a model's weights: names, shapes and the first values of every tensor."
-    h = hashlib.sha1()
-    for n, p in model.state_dict().items():
-        h.update(f'{n}{tuple(p.shape)}'.encode())
-        h.update(p.detach().flatten()[:16].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-# %% ../nbs/07_retrieval.ipynb #1655c42b
-def _safe(s) -> str: return ''.join(c if c.isalnum() or c in '-.' else '_' for c in str(s))[-60:]
-
 # %% ../nbs/07_retrieval.ipynb #20cafa5f
 @torch.inference_mode()
 def image_features(bb:Backbone,
@@ -69,19 +39,19 @@ def image_features(bb:Backbone,
                    batch_size:int=64,
                    skip_bad:bool=False, # leave out unreadable images (reported) instead of raising
                    cache:bool=True, # read/extend the on-disk feature store (`lincir.store`)
-                   num_workers:int=min(8, os.cpu_count() or 1), # threads that decode images
+                   num_workers:int=DECODE_THREADS, # threads that decode images
                    progress:bool=True,
                    store=None, # a `FeatureStore` to use (default: `open_store(bb)`)
                   ) -> tuple[list[str], torch.Tensor, list[str]]:
     "Raw image embeddings: (ids encoded, `[n, d]` float32 on CPU, fp16 precision; ids skipped as unreadable)."
-    from lincir.store import FeatureStore, encode_batches, open_store  # the store builds on this module
     ids, keys = list(images), {i: image_key(s) for i, s in images.items()}
     if cache:
         store = store or open_store(bb)
         store.encode(bb, images, batch_size, num_workers=num_workers, progress=progress)
     else:  # the same encoding, kept in memory
         feats, why = {}, {}
-        for k, f, bad in encode_batches(bb, [(k, images[i]) for k, i in {keys[i]: i for i in ids}.items()], batch_size, num_workers):
+        unique = {keys[i]: images[i] for i in ids}
+        for k, f, bad in encode_batches(bb, list(unique.items()), batch_size, num_workers):
             feats.update(zip(k, f.half())); why.update(bad)
     failed = store.failed if cache else why
     bad = [i for i in ids if keys[i] in failed]

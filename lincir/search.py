@@ -12,27 +12,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .backbone import Backbone, encode_images, encode_text, load_backbone
-from .retrieval import DEFAULT_TEMPLATE, Query, _is_path, image_key, load_image, query_features
+from .backbone import Backbone, encode_images, encode_text, input_side, load_backbone
 from .distributed import barrier, rank_world, setup_distributed
-from .store import _FILE_KEY, FeatureStore, StoreView, open_store
+from .images import find_images, image_key, is_path, load_image, parse_file_key
+from .retrieval import DEFAULT_TEMPLATE, Query, query_features
+from .store import FeatureStore, StoreView, open_store
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'SEARCH_METHODS', 'find_images', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search',
-           'find_by_text', 'load_search_phi', 'folder_changes', 'index_folder', 'grid', 'main']
-
-# %% ../nbs/10_search.ipynb #b5fadaa4
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
-
-def find_images(folder, # searched recursively; hidden files and folders are skipped
-                suffixes=IMAGE_SUFFIXES) -> dict[str, Path]:
-    "Image files under `folder`, keyed by their path relative to it, sorted."
-    root = Path(folder).expanduser()
-    if not root.is_dir(): raise FileNotFoundError(f"image folder {root} not found")
-    files = sorted(p for p in root.rglob('*') if p.suffix.lower() in suffixes and p.is_file()
-                   and not any(part.startswith('.') for part in p.relative_to(root).parts))
-    if not files: raise FileNotFoundError(f"no images ({' '.join(suffixes)}) under {root}")
-    return {p.relative_to(root).as_posix(): p for p in files}
+__all__ = ['SEARCH_METHODS', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search', 'find_by_text',
+           'load_search_phi', 'folder_changes', 'index_folder', 'grid', 'main']
 
 # %% ../nbs/10_search.ipynb #57c09529
 def gallery_images(source:str|Path|dict='') -> dict:
@@ -87,7 +75,8 @@ def reference_features(gallery:Gallery, reference) -> torch.Tensor:
     if reference in gallery: return torch.from_numpy(gallery.view.vectors([gallery.pos[reference]]))
     if isinstance(reference, (str, Path)) and not Path(reference).is_file():
         raise FileNotFoundError(f"reference {reference!r} is neither a gallery image id nor an image file")
-    return encode_images(gallery.bb, [reference], progress=False).half().float()
+    image = reference if isinstance(reference, Image.Image) else load_image(reference, input_side(gallery.bb))
+    return encode_images(gallery.bb, [image], progress=False).half().float()
 
 # %% ../nbs/10_search.ipynb #3b0e730b
 SEARCH_METHODS = ('lincir', 'image', 'text', 'sum')
@@ -119,7 +108,7 @@ def search(gallery:Gallery,
     ex = {gallery.pos[reference]} if exclude_reference and reference in gallery else set()
     while True:  # a file deleted since the gallery was built is left out
         (top,), (scores,) = (gallery.view.ann_topk if ann else gallery.view.topk)(qf, k, [ex])
-        gone = {j for j in top if _is_path(gallery.images[gallery.ids[j]]) and not Path(gallery.images[gallery.ids[j]]).exists()}
+        gone = {j for j in top if is_path(gallery.images[gallery.ids[j]]) and not Path(gallery.images[gallery.ids[j]]).exists()}
         if not gone: return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
         ex |= gone
 
@@ -153,10 +142,10 @@ def folder_changes(store:FeatureStore, images:dict, # id -> file, as `find_image
     "The ids of new and changed files, and the files under `root` the store holds that are gone (`removed`)."
     held = {}  # resolved path -> keys the store holds for it
     for k in [*store.rows, *store.failed]:
-        m = _FILE_KEY.match(k)
-        if m and not m[4]: held.setdefault(m[1], []).append(k)
+        f = parse_file_key(k)
+        if f and not f.crop: held.setdefault(f.path, []).append(k)
     keys = {i: image_key(p) for i, p in images.items()}
-    path = {i: k.rsplit(':', 2)[0] for i, k in keys.items()}
+    path = {i: str(Path(p).resolve()) for i, p in images.items()}
     out = {'new': [i for i in images if keys[i] not in store and path[i] not in held],
            'changed': [i for i in images if keys[i] not in store and path[i] in held]}
     prefix, now = str(Path(root).expanduser().resolve()) + os.sep, set(path.values())

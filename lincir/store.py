@@ -4,8 +4,7 @@
 
 # %% ../nbs/07a_store.ipynb #22429b5e
 from __future__ import annotations
-import hashlib, itertools, json, math, os, re, time, warnings
-from concurrent.futures import ThreadPoolExecutor
+import hashlib, itertools, json, math, os, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +15,12 @@ from tqdm.auto import tqdm
 
 from .backbone import Backbone, cache_dir, encode_images, input_side
 from .distributed import barrier, rank_world
-from .files import RunLock, atomic_write, atomic_write_json
-from .retrieval import _safe, file_key, image_key, load_image, weights_fingerprint
+from .files import RunLock, atomic_write, atomic_write_json, safe_name
+from .images import DECODE_THREADS, decode_ahead, image_key, stale
 
 # %% auto #0
-__all__ = ['Shard', 'FeatureStore', 'encode_batches', 'store_path', 'open_store', 'stale', 'StoreView', 'ann_kind', 'ivf_lists',
-           'ann_index']
+__all__ = ['Shard', 'FeatureStore', 'encode_batches', 'weights_fingerprint', 'store_path', 'open_store', 'StoreView', 'ann_kind',
+           'ivf_lists', 'ann_index']
 
 # %% ../nbs/07a_store.ipynb #a4ca12b0
 def _save_npy(path, a:np.ndarray) -> Path:
@@ -116,22 +115,11 @@ def _vectors(self:FeatureStore, keys:list[str], dtype=np.float32) -> np.ndarray:
 FeatureStore.add, FeatureStore.vectors = _add_shard, _vectors
 
 # %% ../nbs/07a_store.ipynb #132da788
-def _decode(src, side):
-    try: return load_image(src, side)
-    except Exception as e: return e
-
 def encode_batches(bb:Backbone, items:list[tuple[str, object]], # (key, image source) pairs
-                   batch_size:int=64, num_workers:int=min(8, os.cpu_count() or 1)):
+                   batch_size:int=64, num_workers:int=DECODE_THREADS):
     "Yield (keys encoded, raw features `[n, d]`, {key: why unreadable}) per batch, decoding the next batch meanwhile."
-    side, chunks = input_side(bb), [items[s:s+batch_size] for s in range(0, len(items), batch_size)]
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        nxt = [pool.submit(_decode, s, side) for _, s in chunks[0]] if chunks else []
-        for n, chunk in enumerate(chunks):
-            ims = [f.result() for f in nxt]
-            if n + 1 < len(chunks): nxt = [pool.submit(_decode, s, side) for _, s in chunks[n + 1]]
-            ok = [(k, im) for (k, _), im in zip(chunk, ims) if not isinstance(im, Exception)]
-            bad = {k: str(im) for (k, _), im in zip(chunk, ims) if isinstance(im, Exception)}
-            yield [k for k, _ in ok], encode_images(bb, [im for _, im in ok], batch_size=max(1, len(ok)), progress=False), bad
+    for keys, ims, bad in decode_ahead(items, input_side(bb), batch_size, num_workers):
+        yield keys, encode_images(bb, ims, batch_size=max(1, len(ims)), progress=False), bad
 
 # %% ../nbs/07a_store.ipynb #9050fd09
 @torch.inference_mode()
@@ -139,7 +127,7 @@ def _encode(self:FeatureStore, bb:Backbone,
             images:dict, # image id -> path, or object with `load()` and `key`
             batch_size:int=64,
             shard_size:int=1024, # images per shard: the most an interruption loses
-            num_workers:int=min(8, os.cpu_count() or 1),
+            num_workers:int=DECODE_THREADS,
             progress:bool=True) -> dict:
     "Encode the images the store lacks (each torchrun process its share); counts of `encoded` and `unreadable` files."
     rank, world = rank_world()
@@ -175,24 +163,25 @@ def _encode_missing(self:FeatureStore, bb, srcs, missing, rank, world, batch_siz
 FeatureStore.encode = _encode
 
 # %% ../nbs/07a_store.ipynb #6711c32b
+def weights_fingerprint(model:torch.nn.Module) -> str:
+    "A cheap hash of a model's weights: names, shapes and the first values of every tensor."
+    h = hashlib.sha1()
+    for n, p in model.state_dict().items():
+        h.update(f'{n}{tuple(p.shape)}'.encode())
+        h.update(p.detach().flatten()[:16].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
 def store_path(bb:Backbone, root=None) -> Path:
-    "The store folder of `bb`: its name, pretrained tag, image transform (unless the backbone's own) and a fingerprint of its weights."
-    pre = '' if bb.preprocess_name == 'clip' else f'__{_safe(bb.preprocess_name)}'
-    return Path(root or cache_dir()/'store')/f'{_safe(bb.name)}__{_safe(bb.pretrained)}{pre}__{weights_fingerprint(bb.model)}'
+    "The store folder of `bb`: its name, pretrained tag, image transform (unless the backbone's own), a fingerprint of its weights."
+    pre = '' if bb.preprocess_name == 'clip' else f'__{safe_name(bb.preprocess_name)}'
+    name = f'{safe_name(bb.name)}__{safe_name(bb.pretrained)}{pre}__{weights_fingerprint(bb.model)}'
+    return Path(root or cache_dir()/'store')/name
 
 def open_store(bb:Backbone, root=None) -> FeatureStore:
     "The feature store of `bb` (created empty if there is none)."
     return FeatureStore(store_path(bb, root), bb.embed_dim)
 
 # %% ../nbs/07a_store.ipynb #28f37243
-_FILE_KEY = re.compile(r'^(.*):(\d+):(\d+)(@.*)?$')
-
-def stale(key:str) -> bool:
-    "Whether `key` names a file (or a crop of one) that is gone or has changed since it was encoded."
-    m = _FILE_KEY.match(key)
-    if not m or not os.path.isabs(m[1]): return False  # not a file key: never goes stale
-    return file_key(m[1]) != f'{m[1]}:{m[2]}:{m[3]}'
-
 def _compact(self:FeatureStore, shard_size:int=32768) -> dict:
     "Drop rows of gone or changed files and rows held twice, merge the shards into shards of `shard_size` rows; counts of what was done."
     lock = self.writing().acquire(wait=True)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest, torch
 from PIL import Image
 
-from lincir.retrieval import image_features, image_key
+from lincir.images import image_key
+from lincir.retrieval import image_features
 from lincir.store import FeatureStore, StoreView, open_store, store_path
 
 REPO = Path(__file__).resolve().parent.parent
