@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CONFIG_DIR', 'PREPROCESSINGS', 'encode_text_with_pseudo_tokens', 'TARGETPAD_RATIO', 'data_dir', 'cache_dir',
-           'local_model_names', 'BackboneError', 'resolve_pretrained', 'placeholder_token_id', 'tower_activations',
-           'Backbone', 'pretrained_quick_gelu', 'load_backbone', 'tokenize_with_placeholders', 'used_length',
-           'encode_text', 'input_side', 'encode_images', 'TargetPad', 'targetpad_transform', 'with_preprocess']
+           'local_model_names', 'BackboneError', 'hub_reachable', 'resolve_pretrained', 'placeholder_token_id',
+           'tower_activations', 'Backbone', 'pretrained_quick_gelu', 'load_backbone', 'tokenizer_of',
+           'tokenize_with_placeholders', 'used_length', 'encode_text', 'input_side', 'encode_images', 'TargetPad',
+           'targetpad_transform', 'with_preprocess']
 
 # %% ../nbs/00_backbone.ipynb #aa4dc68e
 _PKG = Path(lincir.__file__).resolve().parent
@@ -50,7 +51,8 @@ class BackboneError(ValueError):
 
 def _close(name, options): return ', '.join(difflib.get_close_matches(name, options, n=5, cutoff=0.4)) or 'none'
 
-def _hub_reachable(host='huggingface.co', timeout=3.0) -> bool:
+def hub_reachable(host='huggingface.co', timeout=3.0) -> bool:
+    "Whether the Hugging Face hub can be reached now (never with `HF_HUB_OFFLINE` set)."
     if os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes'): return False
     try: socket.create_connection((host, 443), timeout=timeout).close(); return True
     except OSError: return False
@@ -78,7 +80,7 @@ def resolve_pretrained(name:str, # open_clip model name, `hf-hub:org/repo`, or a
     if name.startswith('hf-hub:'):
         from huggingface_hub import try_to_load_from_cache
         repo = name[len('hf-hub:'):]
-        if not isinstance(try_to_load_from_cache(repo, 'open_clip_config.json', cache_dir=cache_dir), str) and not _hub_reachable():
+        if not isinstance(try_to_load_from_cache(repo, 'open_clip_config.json', cache_dir=cache_dir), str) and not hub_reachable():
             raise BackboneError(f"Cannot download {name!r}: no network and not in the Hugging Face cache. Download the "
                                 f"repository on a machine with internet (huggingface-cli download {repo}) and copy it here, "
                                 "or load it from a folder with `local-dir:/path/to/folder`.")
@@ -102,7 +104,7 @@ def resolve_pretrained(name:str, # open_clip model name, `hf-hub:org/repo`, or a
         raise BackboneError(f"{name!r} has no pretrained tag {pretrained!r}. Known tags: {', '.join(tags) or 'none'}; "
                             "or pass the path of a local checkpoint file.")
     cfg = open_clip.get_pretrained_cfg(name, pretrained)
-    if not _weights_cached(cfg, cache_dir) and not _hub_reachable():
+    if not _weights_cached(cfg, cache_dir) and not hub_reachable():
         raise BackboneError(f"Cannot download the weights of {name!r} (pretrained={pretrained!r}): no network "
                             f"and not in the cache. On a machine with internet run "
                             f"`python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{pretrained}')\"` "
@@ -215,6 +217,10 @@ def load_backbone(name:str, # open_clip name (`ViT-L-14`), `hf-hub:org/repo`, or
     return bb if preprocess == 'clip' else with_preprocess(bb, preprocess)
 
 # %% ../nbs/00_backbone.ipynb #48080d2b
+def tokenizer_of(bb_or_tokenizer):
+    "The open_clip tokenizer of a `Backbone`, or the tokenizer itself."
+    return bb_or_tokenizer.tokenizer if isinstance(bb_or_tokenizer, Backbone) else bb_or_tokenizer
+
 def tokenize_with_placeholders(bb:Backbone, texts:list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     "Token ids and the boolean mask of placeholder positions."
     tokens = bb.tokenize(texts)

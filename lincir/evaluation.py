@@ -11,13 +11,12 @@ from pathlib import Path
 from .backbone import PREPROCESSINGS
 from .benchmarks import BENCHMARKS, DEFAULT_SPLITS, FIQ_CATEGORIES, GENECIS_TASKS, Benchmark
 from .files import atomic_write_json, claim_folder, folder_contents, replace_files
-from .phi import PhiFileError
+from .phi import resolve_phi
 from .images import load_image
 from .retrieval import DEFAULT_TEMPLATE, METHODS, Prediction, check_template
 
 # %% auto #0
-__all__ = ['BASELINES', 'DEFAULT_PHI', 'EvalConfig', 'resolve_phi', 'plan', 'claim_out_dir', 'main_method', 'write_outputs',
-           'plot_examples']
+__all__ = ['BASELINES', 'DEFAULT_PHI', 'EvalConfig', 'plan', 'claim_out_dir', 'main_method', 'write_outputs', 'plot_examples']
 
 # %% ../nbs/09a_evaluation.ipynb #d70bf340
 BASELINES = ('image', 'text', 'sum')
@@ -91,33 +90,6 @@ def _save(self:EvalConfig, path) -> Path:
 EvalConfig.methods, EvalConfig.save = _methods, _save
 
 # %% ../nbs/09a_evaluation.ipynb #1646070e
-def resolve_phi(path) -> tuple[Path, bool]:
-    "(weights file, l2_normalize) for a run folder or a .safetensors file."
-    path = Path(path)
-    if path.suffix == '.safetensors':
-        if not path.exists(): raise FileNotFoundError(f"Phi checkpoint {path} not found")
-        weights = path
-    else:
-        cands = [path/'best'/'phi.safetensors', path/'phi.safetensors']
-        weights = next((p for p in cands if p.exists()), None)
-        if weights is None:
-            raise FileNotFoundError(f"No Phi in {path}: expected {cands[0]} or {cands[1]} (a run folder written by "
-                                    "nbs/train.ipynb, e.g. `make run`, or pass a .safetensors file)")
-    l2 = False  # the training run's config.json (next to phi.safetensors, or above best/) says
-    for meta in (weights.with_suffix('.json'), weights.parent/'config.json', weights.parent.parent/'config.json'):
-        if meta.exists(): l2 = l2 or bool(_description(meta).get('l2_normalize', False))
-    return weights, l2
-
-def _description(meta:Path) -> dict:
-    "A Phi's JSON description or its run's config.json; an error naming the file when it cannot be read."
-    try: d = json.loads(meta.read_text())
-    except (OSError, ValueError) as e: d = e
-    if not isinstance(d, dict):
-        why = f"{type(d).__name__}: {d}" if isinstance(d, Exception) else f"it holds a {type(d).__name__}"
-        raise PhiFileError(f"{meta} is not valid JSON ({why}); it says how this Phi was trained (l2_normalize). Restore it "
-                           "from a copy, or use another checkpoint (a run's best/ or checkpoint/).")
-    return d
-
 def plan(cfg:EvalConfig) -> tuple[list[str], Path|None, bool, dict]:
     "Methods to run, Phi weights and l2 flag (if LinCIR runs), and methods skipped with the reason."
     methods, skipped = cfg.methods(), {}

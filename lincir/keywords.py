@@ -10,7 +10,7 @@ from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
-from .backbone import Backbone, placeholder_token_id
+from .backbone import Backbone, placeholder_token_id, tokenizer_of
 
 # %% auto #0
 __all__ = ['SPACY_MODELS', 'INSTALL_HINT', 'KEYWORD_POS', 'AUX_WORDS', 'ARTICLES', 'NOUN_PHRASE_TAGS', 'PERSON_TAG',
@@ -217,9 +217,6 @@ def tag_docs(texts:list[str], # cleaned captions
     return docs, pos
 
 # %% ../nbs/01_keywords.ipynb #7442eee8
-def _tokenizer(bb_or_tokenizer):
-    return bb_or_tokenizer.tokenizer if isinstance(bb_or_tokenizer, Backbone) else bb_or_tokenizer
-
 def bpe_ids(tokenizer, text:str) -> list[int]:
     "BPE ids of `text`, without start and end token (open_clip's CLIP tokenizer or its HF wrapper)."
     if hasattr(tokenizer, 'bpe'): return tokenizer.encode(text)
@@ -290,7 +287,7 @@ def clean_caption(caption, # any value; None counts as empty
                   max_tokens:int|None=None, # default: the tokenizer's context length minus start and end token
                  ) -> str:
     "`<PERSON>` -> `person`, lowercase, drop every `$`, normalise whitespace, cut to the text context in tokens."
-    return _clean(caption, _tokenizer(tokenizer), max_tokens)[0]
+    return _clean(caption, tokenizer_of(tokenizer), max_tokens)[0]
 
 # %% ../nbs/01_keywords.ipynb #3962bdf9
 def _offsets(doc) -> np.ndarray:
@@ -422,7 +419,7 @@ def mask_and_tokenize(captions:list, # raw captions (any value; None counts as e
                      ) -> tuple[list[MaskedCaption], np.ndarray, np.ndarray]:
     "`mask_captions`, and the token ids (`[n, context]`, int32) of each cleaned and each masked caption, every text encoded once."
     if masking not in MASKINGS: raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
-    tok = _tokenizer(bb_or_tokenizer)
+    tok = tokenizer_of(bb_or_tokenizer)
     pid = bb_or_tokenizer.placeholder_id if isinstance(bb_or_tokenizer, Backbone) else placeholder_token_id(tok)
     indices = range(len(captions)) if indices is None else indices
     texts, ids = zip(*[_clean(c, tok) for c in captions]) if len(captions) else ((), ())

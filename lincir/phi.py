@@ -15,7 +15,8 @@ from .backbone import Backbone
 from .files import atomic_write, atomic_write_json, claim_folder, folder_contents
 
 # %% auto #0
-__all__ = ['Phi', 'PhiMismatchError', 'PhiFileError', 'save_phi', 'load_phi', 'PhiImportError', 'import_phi', 'main']
+__all__ = ['Phi', 'PhiMismatchError', 'PhiFileError', 'save_phi', 'load_phi', 'resolve_phi', 'PhiImportError', 'import_phi',
+           'main']
 
 # %% ../nbs/02_phi.ipynb #90eabc6e
 class Phi(nn.Sequential):
@@ -92,6 +93,35 @@ def load_phi(path, # run folder or .safetensors file written by `save_phi`
     phi.load_state_dict(_read_phi_weights(weights))
     phi.source = str(weights)  # named by errors about its outputs
     return phi.to(device or (bb.device if bb else 'cpu')).eval()
+
+# %% ../nbs/02_phi.ipynb #6be8ea22
+def _description(meta:Path) -> dict:
+    "A Phi's JSON description or its run's config.json; an error naming the file when it cannot be read."
+    try: d = json.loads(meta.read_text())
+    except (OSError, ValueError) as e: d = e
+    if not isinstance(d, dict):
+        why = f"{type(d).__name__}: {d}" if isinstance(d, Exception) else f"it holds a {type(d).__name__}"
+        raise PhiFileError(f"{meta} is not valid JSON ({why}); it says how this Phi was trained (l2_normalize). Restore it "
+                           "from a copy, or use another checkpoint (a run's best/ or checkpoint/).")
+    return d
+
+def resolve_phi(path, # a training run folder (best/ preferred) or a .safetensors file
+               ) -> tuple[Path, bool]:
+    "(weights file, l2_normalize) for a run folder or a .safetensors file."
+    path = Path(path)
+    if path.suffix == '.safetensors':
+        if not path.exists(): raise FileNotFoundError(f"Phi checkpoint {path} not found")
+        weights = path
+    else:
+        cands = [path/'best'/'phi.safetensors', path/'phi.safetensors']
+        weights = next((p for p in cands if p.exists()), None)
+        if weights is None:
+            raise FileNotFoundError(f"No Phi in {path}: expected {cands[0]} or {cands[1]} (a run folder written by "
+                                    "nbs/train.ipynb, e.g. `make run`, or pass a .safetensors file)")
+    l2 = False  # the training run's config.json (next to phi.safetensors, or above best/) says
+    for meta in (weights.with_suffix('.json'), weights.parent/'config.json', weights.parent.parent/'config.json'):
+        if meta.exists(): l2 = l2 or bool(_description(meta).get('l2_normalize', False))
+    return weights, l2
 
 # %% ../nbs/02_phi.ipynb #db970fae
 class PhiImportError(ValueError):

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from .backbone import Backbone, encode_images, encode_text, input_side, load_backbone
 from .distributed import barrier, rank_world, setup_distributed
 from .images import find_images, image_key, is_path, load_image, parse_file_key
+from .phi import PhiFileError, PhiMismatchError, load_phi, resolve_phi
 from .retrieval import DEFAULT_TEMPLATE, Query, query_features
 from .store import FeatureStore, StoreView, open_store
 
@@ -128,8 +129,6 @@ def find_by_text(gallery:Gallery,
 def load_search_phi(path, # a training run folder (best/ preferred) or a phi .safetensors file
                     bb:Backbone) -> tuple[torch.nn.Module|None, bool, str]:
     "(phi or None, l2_normalize, a sentence saying which Phi is used or why there is none)."
-    from lincir.evaluation import resolve_phi
-    from lincir.phi import PhiFileError, PhiMismatchError, load_phi
     try:
         weights, l2 = resolve_phi(path)
         return load_phi(weights, bb), l2, f"LinCIR uses the Phi in {weights}"

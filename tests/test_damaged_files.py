@@ -57,7 +57,7 @@ def test_state_json_with_a_bad_step_is_named(tiny, tmp_path, step):
 
 def test_broken_json_of_a_phi_folder_is_named(tiny, tmp_path, capsys):
     "Case 20: resolve_phi on a run whose config.json or best/phi.json is broken names the file (no bare JSONDecodeError)."
-    from lincir.evaluation import resolve_phi
+    from lincir.phi import resolve_phi
     from lincir.phi import PhiFileError
     train(cfg_for(tmp_path, steps=2, val_every=2), corpus=corpus_for(tiny), validator=ScoreValidator(), progress=False)
     run = tmp_path / 'run'
