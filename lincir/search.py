@@ -16,6 +16,7 @@ from .backbone import Backbone, encode_images, encode_text, input_side, load_bac
 from .distributed import barrier, rank_world, setup_distributed
 from .images import find_images, image_key, is_path, load_image, parse_file_key
 from .phi import PhiFileError, PhiMismatchError, load_phi, resolve_phi
+from .ranking import topk
 from .retrieval import DEFAULT_TEMPLATE, Query, query_features
 from .store import FeatureStore, StoreView, open_store
 
@@ -98,7 +99,7 @@ def search(gallery:Gallery,
            templates=(DEFAULT_TEMPLATE,),
            l2_normalize:bool=False, # Phi trained on normalised embeddings
            exclude_reference:bool=True, # leave the reference out when it is a gallery image
-           ann:bool=False, # approximate search through a faiss index (`lincir.store.ann_index`), for very large galleries
+           ann:bool=False, # approximate search through a faiss index (`lincir.ranking.ann_index`), for very large galleries
           ) -> list[Hit]:
     "The top `k` gallery images for `reference` modified by `caption`, best first."
     if isinstance(k, bool) or not isinstance(k, int) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -108,9 +109,10 @@ def search(gallery:Gallery,
     qf = query_features(gallery.bb, method, [q], reference_features(gallery, reference), phi, templates, l2_normalize)
     ex = {gallery.pos[reference]} if exclude_reference and reference in gallery else set()
     while True:  # a file deleted since the gallery was built is left out
-        (top,), (scores,) = (gallery.view.ann_topk if ann else gallery.view.topk)(qf, k, [ex])
-        gone = {j for j in top if is_path(gallery.images[gallery.ids[j]]) and not Path(gallery.images[gallery.ids[j]]).exists()}
-        if not gone: return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
+        scores, top = topk(qf, gallery.view, k, [ex], ann=ann)
+        hits = [(j, s) for j, s in zip(top[0].tolist(), scores[0].tolist()) if j >= 0]
+        gone = {j for j, _ in hits if is_path(gallery.images[gallery.ids[j]]) and not Path(gallery.images[gallery.ids[j]]).exists()}
+        if not gone: return [Hit(gallery.ids[j], s) for j, s in hits]
         ex |= gone
 
 # %% ../nbs/10_search.ipynb #c1a7e5d1
@@ -122,8 +124,8 @@ def find_by_text(gallery:Gallery,
     if not text.strip(): raise ValueError("describe the image to find: the text is empty")
     bb = gallery.bb
     q = F.normalize(encode_text(bb, bb.tokenize([text.strip()]).to(bb.device)).float().cpu(), dim=-1)
-    (top,), (scores,) = gallery.view.topk(q, k)
-    return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
+    scores, top = topk(q, gallery.view, k)
+    return [Hit(gallery.ids[j], s) for j, s in zip(top[0].tolist(), scores[0].tolist()) if j >= 0]
 
 # %% ../nbs/10_search.ipynb #746dbf02
 def load_search_phi(path, # a training run folder (best/ preferred) or a phi .safetensors file
