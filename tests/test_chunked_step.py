@@ -5,7 +5,8 @@ import pytest, torch
 
 from lincir.phi import Phi
 from lincir.smp import smp_loss
-from lincir.training import TrainConfig, mixed_precision, step_noise, train_step
+from lincir.train_config import TrainConfig
+from lincir.training import mixed_precision, step_noise, train_step
 
 # mixed lengths: 3 to 14 tokens in a context of 16, like short captions next to prompts cut at the context
 PAIRS = [('a red circle', '$'), ('a small blue square next to a green star and a yellow cross above the grey hexagon', '$ next to $ and $ above $'),
@@ -83,7 +84,8 @@ def test_chunked_step_equals_whole_batch_under_ddp(tmp_path):
         import torch.distributed as dist
         from test_chunked_step import batch, chunked, whole, rel
         from lincir.backbone import load_backbone
-        from lincir.training import TrainConfig, step_noise
+        from lincir.train_config import TrainConfig
+        from lincir.training import step_noise
         dist.init_process_group('gloo'); rank = dist.get_rank()
         torch.manual_seed(0); bb = load_backbone('lincir-tiny')
         tok, msk = batch(bb, 32)

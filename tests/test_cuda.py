@@ -13,7 +13,9 @@ from test_training import cfg_for
 from lincir.captions import TokenArrays
 from lincir.phi import Phi
 from lincir.smp import smp_loss
-from lincir.training import TrainConfig, mixed_precision, read_metrics, step_noise, train, train_step
+from lincir.train_config import TrainConfig
+from lincir.run_folder import read_metrics
+from lincir.training import mixed_precision, step_noise, train, train_step
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')]
 DEV = torch.device('cuda')

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file, save_file
 
-from lincir.training import CheckpointError, read_metrics, train
+from lincir.run_folder import CheckpointError, read_metrics
+from lincir.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_training import cfg_for, corpus_for  # noqa: E402

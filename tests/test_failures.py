@@ -7,7 +7,9 @@ import pytest, torch
 from safetensors.torch import load_file
 
 from lincir.files import RunLockedError
-from lincir.training import CheckpointError, TrainConfig, parse_args, read_metrics, train
+from lincir.train_config import TrainConfig, parse_args
+from lincir.run_folder import CheckpointError, read_metrics
+from lincir.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_training import cfg_for, corpus_for  # noqa: E402

@@ -84,7 +84,7 @@ def run_notebook(nb:Path, params:dict, until:str|None=None) -> dict:
 
 def _train_config(argv:list[str]):
     "The TrainConfig a training command builds (CLI flags or train.ipynb parameters), validated with the weights assumed present."
-    import lincir.training as T
+    import lincir.train_config as T
     if argv[0] == 'papermill':
         return run_notebook(REPO/argv[1], _papermill_params(argv[3:]), until='validate()')['cfg']
     return T.parse_args(argv[argv.index('lincir.training') + 1:]).validate()
@@ -158,7 +158,7 @@ def test_readme_command_stops_only_on_missing_data(argv, offline_here):
     if e.type is pytest.skip.Exception: raise e.value
     _check_stop(e.value, argv)
     if 'lincir.training' in argv or 'nbs/train.ipynb' in argv:
-        import lincir.training as T
+        import lincir.train_config as T
         with pytest.MonkeyPatch.context() as m:  # as if the weights were in the cache
             m.setattr(T, 'resolve_pretrained', lambda name, pretrained, cache_dir=None: pretrained)
             cfg = _train_config(argv)
@@ -191,7 +191,7 @@ def test_readme_other_backbones_resolve(offline_here):
 
 def test_the_checker_rejects_what_a_connected_user_would_hit(offline_here):
     "The test itself can fail: the old validation's 'caption file not found' for a hub name is not an allowed stop."
-    from lincir.training import TrainConfig
+    from lincir.train_config import TrainConfig
     with pytest.raises(Exception) as e: TrainConfig(captions=['no/such_file.txt']).validate()
     assert not _allowed(e.value)
     with pytest.raises(SystemExit): _run(['python', '-m', 'lincir.training', '--no_such_flag', '1'])

@@ -5,7 +5,9 @@ import dataclasses, json, os, re, sys
 import pytest, torch
 from safetensors.torch import load_file
 
-from lincir.training import TrainConfig, read_metrics, train
+from lincir.train_config import TrainConfig
+from lincir.run_folder import read_metrics
+from lincir.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_training import cfg_for, corpus_for  # noqa: E402

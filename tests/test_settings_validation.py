@@ -4,7 +4,8 @@ import math, os, sys
 
 import pytest, torch
 
-from lincir.training import parse_args, train
+from lincir.train_config import parse_args
+from lincir.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_training import cfg_for, corpus_for  # noqa: E402

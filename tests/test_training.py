@@ -3,7 +3,9 @@ import numpy as np
 import pytest, torch
 from safetensors.torch import load_file
 
-from lincir.training import TrainConfig, train, read_metrics, train_step, mixed_precision
+from lincir.train_config import TrainConfig
+from lincir.run_folder import read_metrics
+from lincir.training import train, train_step, mixed_precision
 from lincir.phi import Phi
 
 PAIRS = [('a red circle', '$'), ('a small blue square next to a green star', '$ next to $'),
