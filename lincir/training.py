@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 
 from .backbone import Backbone, load_backbone
 from .batches import BatchSampler, length_chunks
-from .benchmarks import make_validator
 from .captions import TokenArrays, corpus_identity, masked_corpus, token_arrays
 from .distributed import barrier, setup_distributed
+from .evaluation import make_validator
 from .phi import Phi, save_phi
 from .run_folder import (check_corpus, check_run_folder, load_checkpoint, lock_run_folder, log_row, not_finite,
                                plot_run, record_run, save_best, save_checkpoint, sync_phi, truncate_metrics, what_is_kept)
