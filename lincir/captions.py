@@ -276,13 +276,10 @@ def _cache_folder(ds:Dataset) -> Path|None:
     return folder if folder is not None and (folder/'corpus.json').exists() else None
 
 def token_arrays(corpus) -> TokenArrays:
-    "The arrays of a masked corpus: memory-mapped from its cache entry (written there once if an older cache lacks them), else built in memory."
+    "The arrays of a masked corpus: memory-mapped from its cache entry, else built in memory."
     if isinstance(corpus, TokenArrays): return corpus
     folder = _cache_folder(corpus)
-    if folder is not None:
-        if not all((folder/f'{k}.npy').exists() for k in ARRAYS):
-            write_token_arrays(corpus, folder, json.loads((folder/'corpus.json').read_text())['key']['tokenizer'].get('vocab_size'))
-        return TokenArrays.open(folder)
+    if folder is not None: return TokenArrays.open(folder)
     cols = corpus.with_format('numpy')[:]
     n = len(corpus)
     rule = cols['rule'] if 'rule' in cols else np.zeros(n, np.int8)
@@ -321,8 +318,8 @@ def _read_cached(out:Path) -> Dataset:
     json.loads((out/'corpus.json').read_text())
     ds = load_from_disk(str(out))
     ds[:1], ds[-1:]
-    if all((out/f'{k}.npy').exists() for k in ARRAYS) and len(TokenArrays.open(out)) != len(ds):
-        raise ValueError(f"token arrays of {len(TokenArrays.open(out))} rows for {len(ds)} captions")
+    if len(arrays := TokenArrays.open(out)) != len(ds):  # every entry has them: `_build` writes them before corpus.json
+        raise ValueError(f"token arrays of {len(arrays)} rows for {len(ds)} captions")
     return ds
 
 # %% ../nbs/05_captions.ipynb #a1fc6db3

@@ -85,6 +85,14 @@ def make_validator(benchmark:str, # a name (data in the default place: shapes on
 BASELINES = ('image', 'text', 'sum')
 DEFAULT_PHI = 'runs/main'
 
+_SPLITS = {'cirr': ('val', 'test1'), 'circo': ('val', 'test'), 'fashioniq': ('val',), 'genecis': ('all', *GENECIS_TASKS)}
+
+@dataclass
+class _Check:
+    errors: list = field(default_factory=list)
+    def __call__(self, ok, msg):
+        if not ok: self.errors.append(msg)
+
 @dataclass
 class EvalConfig:
     "Everything an evaluation run depends on; built from the notebook's parameters and saved next to its results."
@@ -93,7 +101,7 @@ class EvalConfig:
     split: str = '' # '' = the benchmark's default (DEFAULT_SPLITS: ShapesCIR test, CIRR val, ...)
     backbone: str = 'shapes-clip'
     pretrained: str|None = 'sandbox'
-    preprocess: str = 'clip' # image transform: 'clip' (the backbone's own) or 'targetpad' (SEARLE's, for its released Phi)
+    preprocess: str = 'clip' # image transform: 'clip' (the backbone's own) or 'targetpad' (SEARLE's released Phi)
     phi: str = DEFAULT_PHI # run folder (uses best/ if present) or .safetensors file
     method: str = 'all' # one of METHODS, several separated by commas, or 'all'
     template: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE]) # several = an ensemble
@@ -107,50 +115,40 @@ class EvalConfig:
         if isinstance(self.template, str): self.template = [self.template]
         self.split = self.split or DEFAULT_SPLITS.get(self.benchmark, '')
 
-# %% ../nbs/09a_evaluation.ipynb #dad7b2ba
-_SPLITS = {'cirr': ('val', 'test1'), 'circo': ('val', 'test'), 'fashioniq': ('val',), 'genecis': ('all', *GENECIS_TASKS)}
+    def validate(self) -> EvalConfig:
+        "Raise one error listing every bad setting; return the config."
+        c = _Check()
+        c(self.benchmark in BENCHMARKS, f"benchmark {self.benchmark!r}: choose one of {sorted(BENCHMARKS)}")
+        c(self.benchmark not in _SPLITS or self.split in _SPLITS[self.benchmark],
+          f"split {self.split!r} for {self.benchmark}: choose one of {_SPLITS.get(self.benchmark)}")
+        c(self.benchmark == 'shapes' or bool(self.data_dir), f"data_dir is required for {self.benchmark}")
+        c(self.preprocess in PREPROCESSINGS,
+          f"preprocess {self.preprocess!r}: choose one of {PREPROCESSINGS} ('targetpad' for SEARLE's Phi)")
+        for m in self.method.split(','):
+            c(m.strip() in METHODS + ('all',), f"method {m!r}: choose from {METHODS + ('all',)} (comma-separated for several)")
+        c('upper' not in self.method or self.benchmark == 'shapes', "method 'upper' needs target captions: ShapesCIR only")
+        c(bool(self.template), "template: give at least one")
+        for t in self.template:
+            try: check_template(t)
+            except ValueError as e: c(False, str(e))
+        c(isinstance(self.limit, int) and self.limit >= 0, f"limit must be an integer >= 0, got {self.limit!r}")
+        c(isinstance(self.batch_size, int) and self.batch_size > 0,
+          f"batch_size must be a positive integer, got {self.batch_size!r}")
+        c(self.device == 'auto' or self.device.split(':')[0] in ('cpu', 'cuda', 'mps'),
+          f"device {self.device!r}: auto, cpu, cuda or cuda:N")
+        c(bool(self.out_dir), "out_dir is required")
+        if c.errors: raise ValueError("Bad evaluation settings:\n  " + "\n  ".join(c.errors))
+        return self
 
-@dataclass
-class _Check:
-    errors: list = field(default_factory=list)
-    def __call__(self, ok, msg):
-        if not ok: self.errors.append(msg)
+    def methods(self) -> list[str]:
+        "The methods to run, in table order."
+        if self.method != 'all': return list(dict.fromkeys(m.strip() for m in self.method.split(',')))
+        return [*BASELINES, *(['upper'] if self.benchmark == 'shapes' else []), 'lincir']
 
-def _validate(self:EvalConfig) -> EvalConfig:
-    "Raise one error listing every bad setting; return the config."
-    c = _Check()
-    c(self.benchmark in BENCHMARKS, f"benchmark {self.benchmark!r}: choose one of {sorted(BENCHMARKS)}")
-    c(self.benchmark not in _SPLITS or self.split in _SPLITS[self.benchmark],
-      f"split {self.split!r} for {self.benchmark}: choose one of {_SPLITS.get(self.benchmark)}")
-    c(self.benchmark == 'shapes' or bool(self.data_dir), f"data_dir is required for {self.benchmark}")
-    c(self.preprocess in PREPROCESSINGS, f"preprocess {self.preprocess!r}: choose one of {PREPROCESSINGS} ('targetpad' for SEARLE's Phi)")
-    for m in self.method.split(','):
-        c(m.strip() in METHODS + ('all',), f"method {m!r}: choose from {METHODS + ('all',)} (comma-separated for several)")
-    c('upper' not in self.method or self.benchmark == 'shapes', "method 'upper' needs target captions: ShapesCIR only")
-    c(bool(self.template), "template: give at least one")
-    for t in self.template:
-        try: check_template(t)
-        except ValueError as e: c(False, str(e))
-    c(isinstance(self.limit, int) and self.limit >= 0, f"limit must be an integer >= 0, got {self.limit!r}")
-    c(isinstance(self.batch_size, int) and self.batch_size > 0, f"batch_size must be a positive integer, got {self.batch_size!r}")
-    c(self.device == 'auto' or self.device.split(':')[0] in ('cpu', 'cuda', 'mps'), f"device {self.device!r}: auto, cpu, cuda or cuda:N")
-    c(bool(self.out_dir), "out_dir is required")
-    if c.errors: raise ValueError("Bad evaluation settings:\n  " + "\n  ".join(c.errors))
-    return self
-
-EvalConfig.validate = _validate
-
-# %% ../nbs/09a_evaluation.ipynb #b0f4cc06
-def _methods(self:EvalConfig) -> list[str]:
-    "The methods to run, in table order."
-    if self.method != 'all': return list(dict.fromkeys(m.strip() for m in self.method.split(',')))
-    return [*BASELINES, *(['upper'] if self.benchmark == 'shapes' else []), 'lincir']
-
-def _save(self:EvalConfig, path) -> Path:
-    "Write the config as JSON."
-    atomic_write_json(path, dataclasses.asdict(self)); return Path(path)
-
-EvalConfig.methods, EvalConfig.save = _methods, _save
+    def save(self, path) -> Path:
+        "Write the config as JSON."
+        atomic_write_json(path, dataclasses.asdict(self))
+        return Path(path)
 
 # %% ../nbs/09a_evaluation.ipynb #1646070e
 def plan(cfg:EvalConfig) -> tuple[list[str], Path|None, bool, dict]:
@@ -172,17 +170,10 @@ def _owner(cfg:EvalConfig) -> dict:
     return dict(kind='evaluation', what=f"an evaluation of {cfg.benchmark} {cfg.split} (method {cfg.method}, phi {cfg.phi})",
                 settings=settings)
 
-def _earlier_run(out:Path, owner:dict) -> bool:
-    "Whether `out` holds this evaluation written before folders recorded their owner (its config.json says so)."
-    try: old = json.loads((out/'config.json').read_text())
-    except (OSError, ValueError): return False
-    return isinstance(old, dict) and {k: v for k, v in old.items() if k not in _SAME_RESULTS} == owner['settings']
-
 def claim_out_dir(cfg:EvalConfig) -> Path:
     "Make `cfg.out_dir` this evaluation's (the files of an earlier run of it go; anything else is refused) and save the config there."
     out, owner = Path(cfg.out_dir), _owner(cfg)
-    taken = [] if _earlier_run(out, owner) else [n for n in folder_contents(out) if not n.endswith('.ipynb')]
-    claim_folder(out, owner, taken)
+    claim_folder(out, owner, [n for n in folder_contents(out) if not n.endswith('.ipynb')])
     cfg.save(out/'config.json')
     return out
 

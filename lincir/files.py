@@ -93,10 +93,9 @@ def build_folder(final, # destination folder
 def finished_folder(final) -> Path|None:
     "`final` if it exists (restoring the previous version if a replacing build stopped between its renames), else None."
     final = Path(final)
-    for previous in (_previous(final), final.parent/f'.{final.name}.old'):  # the second: the name lincir used before
-        if not final.exists() and previous.exists():
-            try: previous.rename(final)
-            except OSError: pass  # another process restored it first
+    if not final.exists() and _previous(final).exists():
+        try: _previous(final).rename(final)
+        except OSError: pass  # another process restored it first
     return final if final.exists() else None
 
 # %% ../nbs/00a_files.ipynb #b8107fea

@@ -184,16 +184,8 @@ def import_phi(checkpoint, # a released Phi: LinCIR's lincir_large.pt, SEARLE's 
                   epoch=obj.get('epoch') if isinstance(obj, dict) and isinstance(obj.get('epoch'), (int, float)) else None)
     owner = dict(kind='phi import', what=f"an import of {source['file']} (sha256 {source['sha256'][:12]}) for {backbone} {pretrained}",
                  sha256=source['sha256'], backbone=backbone, pretrained=pretrained)
-    claim_folder(out, owner, taken=[] if _earlier_import(out, owner) else folder_contents(out))
+    claim_folder(out, owner, taken=folder_contents(out))
     return save_phi(phi, out, types.SimpleNamespace(name=backbone, pretrained=pretrained), imported_from=source)
-
-def _earlier_import(out:Path, owner:dict) -> bool:
-    "Whether `out` holds only this import, written before folders recorded their owner (its phi.json says so)."
-    if set(folder_contents(out)) != {'phi.safetensors', 'phi.json'}: return False
-    try: meta = json.loads((out/'phi.json').read_text())
-    except (OSError, ValueError): return False
-    return (isinstance(meta, dict) and isinstance(meta.get('imported_from'), dict) and meta['imported_from'].get('sha256') == owner['sha256']
-            and (meta.get('backbone'), meta.get('pretrained')) == (owner['backbone'], owner['pretrained']))
 
 # %% ../nbs/02_phi.ipynb #7720d207
 def main(argv=None):

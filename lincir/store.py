@@ -39,7 +39,7 @@ class Shard:
     failed: dict[str, str] # key -> why it could not be read
 
 # %% ../nbs/07_store.ipynb #4939a283
-_names = itertools.count()
+_names = itertools.count()  # shard names made by this process
 
 class FeatureStore:
     "Raw image features keyed by `image_key`, in append-only fp16 shards under `path`."
@@ -54,8 +54,10 @@ class FeatureStore:
         for meta in sorted(self.path.glob('shard-*.json')):
             try: shard = self._open(meta.name[:-len('.json')])
             except Exception as e:
-                warnings.warn(f"feature store: dropping damaged shard {meta} ({type(e).__name__}: {e}); its images will be encoded again")
-                self._remove(meta.name[:-len('.json')]); continue
+                warnings.warn(f"feature store: dropping damaged shard {meta} ({type(e).__name__}: {e}); its images will "
+                              "be encoded again")
+                self._remove(meta.name[:-len('.json')])
+                continue
             self._add(shard)
         return self
 
@@ -66,12 +68,16 @@ class FeatureStore:
         feats = np.load(self.path/f'{name}.npy', mmap_mode='c')  # copy-on-write: never written, never copied
         norms = np.load(self.path/f'{name}.norms.npy')
         if feats.dtype != np.float16 or feats.shape != (len(keys), self.dim) or norms.shape != (len(keys),):
-            raise ValueError(f"{name}.npy holds {feats.dtype} {feats.shape}, the manifest lists {len(keys)} rows of {self.dim}")
+            raise ValueError(f"{name}.npy holds {feats.dtype} {feats.shape}, the manifest lists {len(keys)} rows of "
+                             f"{self.dim}")
         return Shard(name, feats, norms, keys, failed)
 
     def _add(self, s:Shard):
-        n = len(self.shards); self.shards.append(s)
-        for r, k in enumerate(s.keys): self.rows[k] = (n, r); self.failed.pop(k, None)
+        n = len(self.shards)
+        self.shards.append(s)
+        for r, k in enumerate(s.keys):
+            self.rows[k] = (n, r)
+            self.failed.pop(k, None)
         for k, why in s.failed.items():
             if k not in self.rows: self.failed[k] = why
 
@@ -83,36 +89,104 @@ class FeatureStore:
     @property
     def duplicates(self) -> int: return sum(len(s.keys) for s in self.shards) - len(self.rows)  # rows a later shard holds again
     def writing(self) -> RunLock: return RunLock(self.path)  # one writer at a time: `acquire(wait=True)` waits for another
-    def __repr__(self): return f"FeatureStore({self.path}, {len(self)} images, {len(self.failed)} unreadable, {len(self.shards)} shards)"
+    def __repr__(self):
+        return f"FeatureStore({self.path}, {len(self)} images, {len(self.failed)} unreadable, {len(self.shards)} shards)"
 
-# %% ../nbs/07_store.ipynb #0cc68a03
-def _add_shard(self:FeatureStore, keys:list[str], feats, # [len(keys), d], any float type
-               failed:dict|None=None, # key -> why the file could not be read
-               tag:str='') -> Shard:
-    "Write and commit one shard (arrays first, then the JSON that makes it visible)."
-    name = f'shard-{time.time_ns():016x}-{next(_names):04d}-{tag or os.getpid()}'
-    f16 = np.ascontiguousarray(np.asarray(feats.cpu() if torch.is_tensor(feats) else feats, np.float16).reshape(len(keys), self.dim))
-    try:
-        if keys:
-            _save_npy(self.path/f'{name}.npy', f16)
-            _save_npy(self.path/f'{name}.norms.npy', np.linalg.norm(f16.astype(np.float32), axis=1))
-        atomic_write_json(self.path/f'{name}.json', {'keys': list(keys), 'failed': dict(failed or {})})
-    except BaseException: self._remove(name); raise  # a shard that could not be committed leaves no array behind
-    shard = self._open(name); self._add(shard)
-    return shard
+    def add(self, keys:list[str], feats, # [len(keys), d], any float type
+            failed:dict|None=None, # key -> why the file could not be read
+            tag:str='') -> Shard:
+        "Write and commit one shard (arrays first, then the JSON that makes it visible)."
+        name = f'shard-{time.time_ns():016x}-{next(_names):04d}-{tag or os.getpid()}'
+        f16 = np.asarray(feats.cpu() if torch.is_tensor(feats) else feats, np.float16).reshape(len(keys), self.dim)
+        f16 = np.ascontiguousarray(f16)
+        try:
+            if keys:
+                _save_npy(self.path/f'{name}.npy', f16)
+                _save_npy(self.path/f'{name}.norms.npy', np.linalg.norm(f16.astype(np.float32), axis=1))
+            atomic_write_json(self.path/f'{name}.json', {'keys': list(keys), 'failed': dict(failed or {})})
+        except BaseException:  # a shard that could not be committed leaves no array behind
+            self._remove(name)
+            raise
+        shard = self._open(name)
+        self._add(shard)
+        return shard
 
-def _vectors(self:FeatureStore, keys:list[str], dtype=np.float32) -> np.ndarray:
-    "Raw features `[n, d]` of `keys`, in their order."
-    missing = [k for k in keys if k not in self.rows]
-    if missing: raise KeyError(f"{missing[0]} is not in the feature store {self.path} ({len(missing)} missing)")
-    loc = np.array([self.rows[k] for k in keys], dtype=np.int64).reshape(-1, 2)
-    out = np.empty((len(keys), self.dim), dtype)
-    for s in np.unique(loc[:, 0]):
-        sel = np.nonzero(loc[:, 0] == s)[0]
-        out[sel] = self.shards[s].feats[loc[sel, 1]]
-    return out
+    def vectors(self, keys:list[str], dtype=np.float32) -> np.ndarray:
+        "Raw features `[n, d]` of `keys`, in their order, gathered shard by shard from the memory maps."
+        missing = [k for k in keys if k not in self.rows]
+        if missing: raise KeyError(f"{missing[0]} is not in the feature store {self.path} ({len(missing)} missing)")
+        loc = np.array([self.rows[k] for k in keys], dtype=np.int64).reshape(-1, 2)
+        out = np.empty((len(keys), self.dim), dtype)
+        for s in np.unique(loc[:, 0]):
+            sel = np.nonzero(loc[:, 0] == s)[0]
+            out[sel] = self.shards[s].feats[loc[sel, 1]]
+        return out
 
-FeatureStore.add, FeatureStore.vectors = _add_shard, _vectors
+    @torch.inference_mode()
+    def encode(self, bb:Backbone,
+               images:dict, # image id -> path, or object with `load()` and `key`
+               batch_size:int=64,
+               shard_size:int=1024, # images per shard: the most an interruption loses
+               num_workers:int=DECODE_THREADS,
+               progress:bool=True) -> dict:
+        "Encode the images the store lacks (each torchrun process its share); counts of `encoded` and `unreadable` files."
+        rank, world = rank_world()
+        srcs = {}
+        for src in images.values(): srcs.setdefault(image_key(src), src)
+        missing = any(k not in self for k in srcs)  # nothing missing: no need to wait for another writer
+        lock = self.writing().acquire(wait=True) if missing and rank == 0 else None  # another process may encode them
+        try: return self._encode_missing(bb, srcs, missing, rank, world, batch_size, shard_size, num_workers, progress)
+        finally:
+            if lock: lock.release()
+
+    def _encode_missing(self, bb, srcs, missing, rank, world, batch_size, shard_size, num_workers, progress) -> dict:
+        barrier()  # rank 0 holds the store's lock before any process lists the work
+        if missing: self.reload()  # what another writer committed while this one waited
+        todo = [k for k in srcs if k not in self]
+        barrier()  # every process has listed the work before any shard lands
+        mine, done = todo[rank::world], {'encoded': 0, 'unreadable': 0}
+        keys, feats, failed = [], [], {}
+        with tqdm(total=len(mine), desc='encoding images', unit='img', disable=not progress or not mine) as bar:
+            for k, f, bad in encode_batches(bb, [(k, srcs[k]) for k in mine], batch_size, num_workers):
+                keys.extend(k)
+                feats.append(f)
+                failed.update(bad)
+                bar.update(len(k) + len(bad))
+                if len(keys) + len(failed) >= shard_size:
+                    self._commit(keys, feats, failed, rank, done)
+                    keys, feats, failed = [], [], {}
+            self._commit(keys, feats, failed, rank, done)
+        if world > 1:
+            barrier()
+            self.reload()
+        return done
+
+    def _commit(self, keys:list[str], feats:list, failed:dict, rank:int, done:dict):
+        "Add what was encoded since the last shard as one shard, and count it in `done`."
+        if keys or failed: self.add(keys, torch.cat(feats) if feats else np.zeros((0, self.dim)), failed, tag=f'r{rank}')
+        done['encoded'] += len(keys)
+        done['unreadable'] += len(failed)
+
+    def compact(self, shard_size:int=32768) -> dict:
+        "Drop rows of gone or changed files and rows held twice, merge the shards into shards of `shard_size` rows."
+        lock = self.writing().acquire(wait=True)
+        try: return self._compact_locked(shard_size)
+        finally: lock.release()
+
+    def _compact_locked(self, shard_size:int) -> dict:
+        self.reload()  # shards another writer committed meanwhile
+        live = [k for k in self.rows if not stale(k)]
+        failed = {k: w for k, w in self.failed.items() if not stale(k)}
+        dropped = len(self.rows) - len(live) + len(self.failed) - len(failed)
+        old = [s.name for s in self.shards]
+        if dropped or self.duplicates or len(old) > max(1, math.ceil(len(live) / shard_size)):
+            for s in range(0, max(1, len(live)), shard_size):
+                chunk = live[s:s+shard_size]
+                self.add(chunk, self.vectors(chunk, np.float16), failed if s == 0 else {}, tag='compact')
+            for name in old: self._remove(name)
+        for f in self.path.glob('ann-*'): f.unlink(missing_ok=True)  # approximate indexes of the old shards
+        self.reload()
+        return {'dropped': dropped, 'shards': len(self.shards)}
 
 # %% ../nbs/07_store.ipynb #132da788
 def encode_batches(bb:Backbone, items:list[tuple[str, object]], # (key, image source) pairs
@@ -120,47 +194,6 @@ def encode_batches(bb:Backbone, items:list[tuple[str, object]], # (key, image so
     "Yield (keys encoded, raw features `[n, d]`, {key: why unreadable}) per batch, decoding the next batch meanwhile."
     for keys, ims, bad in decode_ahead(items, input_side(bb), batch_size, num_workers):
         yield keys, encode_images(bb, ims, batch_size=max(1, len(ims)), progress=False), bad
-
-# %% ../nbs/07_store.ipynb #9050fd09
-@torch.inference_mode()
-def _encode(self:FeatureStore, bb:Backbone,
-            images:dict, # image id -> path, or object with `load()` and `key`
-            batch_size:int=64,
-            shard_size:int=1024, # images per shard: the most an interruption loses
-            num_workers:int=DECODE_THREADS,
-            progress:bool=True) -> dict:
-    "Encode the images the store lacks (each torchrun process its share); counts of `encoded` and `unreadable` files."
-    rank, world = rank_world()
-    srcs = {}
-    for src in images.values(): srcs.setdefault(image_key(src), src)
-    missing = any(k not in self for k in srcs)  # nothing missing: no need to wait for another writer
-    lock = self.writing().acquire(wait=True) if missing and rank == 0 else None  # another process may be encoding these
-    try: return _encode_missing(self, bb, srcs, missing, rank, world, batch_size, shard_size, num_workers, progress)
-    finally:
-        if lock: lock.release()
-
-def _encode_missing(self:FeatureStore, bb, srcs, missing, rank, world, batch_size, shard_size, num_workers, progress) -> dict:
-    barrier()  # rank 0 holds the store's lock before any process lists the work
-    if missing: self.reload()  # what another writer committed while this one waited
-    todo = [k for k in srcs if k not in self]
-    barrier()  # every process has listed the work before any shard lands
-    mine, done = todo[rank::world], {'encoded': 0, 'unreadable': 0}
-    keys, feats, failed = [], [], {}
-    def commit():
-        if keys or failed: self.add(keys, torch.cat(feats) if feats else np.zeros((0, self.dim)), failed, tag=f'r{rank}')
-        done['encoded'] += len(keys); done['unreadable'] += len(failed)
-        keys.clear(); feats.clear(); failed.clear()
-    with tqdm(total=len(mine), desc='encoding images', unit='img', disable=not progress or not mine) as bar:
-        for k, f, bad in encode_batches(bb, [(k, srcs[k]) for k in mine], batch_size, num_workers):
-            keys.extend(k); feats.append(f); failed.update(bad); bar.update(len(k) + len(bad))
-            if len(keys) + len(failed) >= shard_size: commit()
-        commit()
-    if world > 1:
-        barrier()
-        self.reload()
-    return done
-
-FeatureStore.encode = _encode
 
 # %% ../nbs/07_store.ipynb #6711c32b
 def weights_fingerprint(model:torch.nn.Module) -> str:
@@ -180,32 +213,6 @@ def store_path(bb:Backbone, root=None) -> Path:
 def open_store(bb:Backbone, root=None) -> FeatureStore:
     "The feature store of `bb` (created empty if there is none)."
     return FeatureStore(store_path(bb, root), bb.embed_dim)
-
-# %% ../nbs/07_store.ipynb #28f37243
-def _compact(self:FeatureStore, shard_size:int=32768) -> dict:
-    "Drop rows of gone or changed files and rows held twice, merge the shards into shards of `shard_size` rows; counts of what was done."
-    lock = self.writing().acquire(wait=True)
-    try: return _compact_locked(self, shard_size)
-    finally: lock.release()
-
-def _compact_locked(self:FeatureStore, shard_size:int) -> dict:
-    self.reload()  # shards another writer committed meanwhile
-    live = [k for k in self.rows if not stale(k)]
-    failed = {k: w for k, w in self.failed.items() if not stale(k)}
-    dropped = len(self.rows) - len(live) + len(self.failed) - len(failed)
-    old = [s.name for s in self.shards]
-    if dropped or self.duplicates or len(old) > max(1, math.ceil(len(live) / shard_size)):
-        for s in range(0, max(1, len(live)), shard_size):
-            chunk = live[s:s+shard_size]
-            self.add(chunk, self.vectors(chunk, np.float16), failed if s == 0 else {}, tag='compact')
-        for name in old: self._remove(name)
-    legacy = list((self.path.parent.parent/'features').glob(f"{self.path.name.rsplit('__', 1)[0]}__*"))
-    for f in legacy: f.unlink(missing_ok=True)
-    for f in self.path.glob('ann-*'): f.unlink(missing_ok=True)
-    self.reload()
-    return {'dropped': dropped, 'shards': len(self.shards), 'legacy_files_removed': len(legacy)}
-
-FeatureStore.compact = _compact
 
 # %% ../nbs/07_store.ipynb #3083a785
 CHUNK_ROWS = 65_536  # rows scored at a time: 96 MB of fp16 features at d=768
