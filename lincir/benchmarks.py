@@ -9,10 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
 from PIL import Image
 
-from .backbone import Backbone
 from .images import file_key, open_image
 from .metrics import by_group, cirr_metrics, circo_metrics, fashioniq_metrics, genecis_metrics, map_at_k
 from .retrieval import Prediction, Query

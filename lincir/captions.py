@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from .backbone import Backbone, cache_dir, hub_reachable, tokenizer_of
 from .files import atomic_write, build_folder, remove_leftovers
-from .keywords import MASKING_VERSION, MASKINGS, Rule, fallback_rate, has_words, mask_and_tokenize, rule_counts
+from .keywords import MASKING_VERSION, MASKINGS, Rule, has_words, mask_and_tokenize, rule_counts
 from .tagging import spacy_model_id
 
 # %% auto #0

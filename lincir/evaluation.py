@@ -4,7 +4,7 @@
 
 # %% ../nbs/09a_evaluation.ipynb #2e868756
 from __future__ import annotations
-import dataclasses, json, textwrap
+import dataclasses, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 

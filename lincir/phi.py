@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_phi.ipynb #92bb88b6
 from __future__ import annotations
-import json, re, tempfile
+import json, re
 from pathlib import Path
 
 import torch

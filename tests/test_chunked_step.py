@@ -1,6 +1,5 @@
 "The chunked training step computes the loss and gradient of the whole batch (CPU, one process and DDP with gloo)."
 import json, os, subprocess, sys, textwrap, warnings
-import numpy as np
 import pytest, torch
 
 from lincir.phi import Phi

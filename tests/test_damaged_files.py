@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file, save_file
 
-from lincir.run_folder import CheckpointError, read_metrics
+from lincir.run_folder import CheckpointError
 from lincir.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -2,7 +2,6 @@
 import json, os, random, signal, socket, subprocess, sys, time
 from pathlib import Path
 
-import numpy as np
 import pytest, torch
 from safetensors.torch import load_file
 

@@ -1,5 +1,5 @@
 "Keyword masking: edge cases, determinism, placeholder survival, token cut, fidelity to the official code and spaCy's whole pipeline."
-import random, sys, warnings
+import random, sys
 from pathlib import Path
 import numpy as np
 import open_clip

@@ -9,7 +9,7 @@ from PIL import Image
 from lincir.images import image_key
 from lincir.ranking import topk
 from lincir.retrieval import image_features
-from lincir.store import FeatureStore, StoreView, open_store, store_path
+from lincir.store import StoreView, open_store, store_path
 
 REPO = Path(__file__).resolve().parent.parent
 

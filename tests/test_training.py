@@ -5,8 +5,7 @@ from safetensors.torch import load_file
 
 from lincir.train_config import TrainConfig
 from lincir.run_folder import read_metrics
-from lincir.training import train, train_step, mixed_precision
-from lincir.phi import Phi
+from lincir.training import train
 
 PAIRS = [('a red circle', '$'), ('a small blue square next to a green star', '$ next to $'),
          ('the yellow triangle is big', '$ is big'), ('two purple hexagons on a grey background', 'two $ on $'),
