@@ -1,6 +1,6 @@
 """Files that cannot be used fail naming the file and the fix (issue 20): a checkpoint with non-finite weights or a
 bad step, a Phi folder's broken JSON, a full disk under the image index."""
-import errno, json, os, shutil, sys
+import errno, json, os, shutil
 from pathlib import Path
 
 import pytest, torch
@@ -9,9 +9,7 @@ from safetensors.torch import load_file, save_file
 from lincir.run_folder import CheckpointError
 from lincir.training import train
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_training import cfg_for, corpus_for  # noqa: E402
-from test_failures import ScoreValidator  # noqa: E402
+from tests.helpers import ScoreValidator, cfg_for, corpus_for
 
 
 def test_checkpoint_with_non_finite_weights_is_refused_by_name(tiny, tmp_path):

@@ -9,10 +9,12 @@ folder not found. Then each later stage is checked on its own as if the earlier 
 the captions must be hub datasets that are only missing from the cache; the validation benchmark only missing on
 disk), so a problem hidden behind the first error still fails this test.
 """
-import json, os, re, shlex
+import os, re, shlex
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO/'README.md').read_text()
@@ -61,25 +63,6 @@ def _papermill_params(args:list[str]) -> dict:
         elif args[i] in ('-r', '--parameters_raw'): params[args[i+1]] = args[i+2]; i += 3
         else: raise AssertionError(f"unexpected papermill argument {args[i]!r} in the README")
     return params
-
-
-def _code_cells(nb:Path) -> list[tuple[list, str]]:
-    cells = json.loads(nb.read_text())['cells']
-    return [(c['metadata'].get('tags', []), ''.join(c['source'])) for c in cells if c['cell_type'] == 'code']
-
-
-def run_notebook(nb:Path, params:dict, until:str|None=None) -> dict:
-    "Execute `nb`'s code cells in-process as papermill would (parameters, then the injected ones) up to the cell containing `until`."
-    known = set()
-    ns = {'__name__': '__papermill__'}
-    for tags, src in _code_cells(nb):
-        exec(compile(src, str(nb), 'exec'), ns)
-        if 'parameters' in tags:
-            unknown = set(params) - {k for k in ns if not k.startswith('_')}
-            assert not unknown, f"{nb.name} has no parameter(s) {unknown}"
-            ns.update(params)
-        if until and until in src: break
-    return ns
 
 
 def _train_config(argv:list[str]):
