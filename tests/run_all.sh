@@ -38,8 +38,21 @@ must_not_change nbs "run nbdev_clean and commit the result" nbdev_clean
 # defaults in a fresh folder (tests/test_experiment_notebooks.py). Under nbdev_test they would run a second time, in
 # nbs/, where evaluate.ipynb's default Phi (runs/main) is whatever train.ipynb wrote there, or nothing.
 EXPERIMENTS='^([_.]|train\.ipynb$|evaluate\.ipynb$|results\.ipynb$)'
-echo "== nbdev_test (module notebooks; not $EXPERIMENTS)"
-nbdev_test --n_workers 2 --timing --skip_file_re "$EXPERIMENTS"
 
+# nbdev_test and pytest side by side, each with one torch thread: both cores busy, none oversubscribed. (Two threads
+# per process on a shared 2-core machine made small tensor operations several times slower: the threads wait for
+# each other.) Subprocesses (papermill kernels, DDP workers) inherit the one thread.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+nblog=$(mktemp)
+echo "== nbdev_test (module notebooks; not $EXPERIMENTS), in the background; its log: $nblog"
+nbdev_test --n_workers 1 --timing --skip_file_re "$EXPERIMENTS" >"$nblog" 2>&1 &
+nbpid=$!
+trap 'kill "$nbpid" 2>/dev/null || true' EXIT  # an interrupted suite leaves no notebook running
 echo "== pytest"
-python -m pytest tests
+pytest_status=0; python -m pytest tests || pytest_status=$?
+nb_status=0; wait "$nbpid" || nb_status=$?
+echo "== nbdev_test"
+cat "$nblog"; rm -f "$nblog"
+if [ "$nb_status" != 0 ]; then echo "FAIL: nbdev_test"; fi
+if [ "$pytest_status" != 0 ]; then echo "FAIL: pytest"; fi
+[ "$nb_status" = 0 ] && [ "$pytest_status" = 0 ]
