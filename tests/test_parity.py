@@ -1,11 +1,9 @@
 """lincir against the reference implementation's library (transformers) on identical random ViT-B/32 weights, in both
 activations. The one place where parity runs at full size: nbs/00b_parity.ipynb shows the same functions on the tiny
 random CLIP."""
-import warnings
 import pytest, torch
 
 transformers = pytest.importorskip('transformers')  # the `dev` extra
-from lincir.backbone import load_backbone
 from lincir.parity import (hf_text_model, hf_to_open_clip, hf_vision_model, image_parity, open_clip_to_hf, photo_like,
                            text_parity)
 
@@ -15,18 +13,8 @@ CAPTIONS = ['a photo of $ that is red', 'a $ next to a $ in the park', 'a very l
 PHOTOS = [(640, 480), (333, 500), (225, 301)]  # even crop margins, then an odd one
 
 
-@pytest.fixture(scope='module')
-def backbones():
-    "Both ViT-B/32 CLIPs with random weights, loaded once for the module."
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        out = {}
-        for name in NAMES: torch.manual_seed(0); out[name] = load_backbone(name, None)
-        return out
-
-
 @pytest.fixture(params=NAMES)
-def bb(request, backbones): return backbones[request.param]
+def bb(request, vit_b32): return vit_b32[request.param]
 
 
 def test_name_mapping_both_ways(bb):
@@ -56,11 +44,11 @@ def test_image_features_match_the_reference(bb):
     assert rows[2]['pixels'] > 0.1 and rows[2]['features'] > 1e-5, rows                     # odd margin: one pixel apart
 
 
-def test_a_wrong_activation_is_caught(backbones):
+def test_a_wrong_activation_is_caught(vit_b32):
     """The check can fail: GELU weights read with QuickGELU (the mistake of issue 10, the other way round), and QuickGELU
     weights in a transformers model switched to GELU (what open_clip 3.x builds for the `openai` tag unless told), are far off."""
     from transformers.activations import ACT2FN
-    quick, gelu = backbones['ViT-B-32-quickgelu'], backbones['ViT-B-32']
+    quick, gelu = vit_b32['ViT-B-32-quickgelu'], vit_b32['ViT-B-32']
     read_quick = hf_text_model(quick)
     read_quick.load_state_dict(open_clip_to_hf(gelu.model.state_dict(), 'text'))
     assert text_parity(gelu, read_quick, CAPTIONS[:2])['plain'] > 1e-3
