@@ -39,20 +39,29 @@ must_not_change nbs "run nbdev_clean and commit the result" nbdev_clean
 # nbs/, where evaluate.ipynb's default Phi (runs/main) is whatever train.ipynb wrote there, or nothing.
 EXPERIMENTS='^([_.]|train\.ipynb$|evaluate\.ipynb$|results\.ipynb$)'
 
-# nbdev_test and pytest side by side, each with one torch thread: both cores busy, none oversubscribed. (Two threads
-# per process on a shared 2-core machine made small tensor operations several times slower: the threads wait for
-# each other.) Subprocesses (papermill kernels, DDP workers) inherit the one thread.
+# Two lanes side by side, each process with one torch thread: both cores busy, none oversubscribed. (Two threads per
+# process on a shared 2-core machine made small tensor operations several times slower: the threads wait for each
+# other.) Subprocesses (papermill kernels, DDP workers) inherit the one thread.
+# Lane 1, in the background: nbdev_test, then the experiment notebooks by papermill. Lane 2: the rest of pytest.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+notebooks() {
+  local status=0
+  echo "== nbdev_test (module notebooks; not $EXPERIMENTS)"
+  nbdev_test --n_workers 1 --timing --skip_file_re "$EXPERIMENTS" || status=1
+  echo "== pytest tests/test_experiment_notebooks.py"
+  python -m pytest tests/test_experiment_notebooks.py || status=1
+  return $status
+}
 nblog=$(mktemp)
-echo "== nbdev_test (module notebooks; not $EXPERIMENTS), in the background; its log: $nblog"
-nbdev_test --n_workers 1 --timing --skip_file_re "$EXPERIMENTS" >"$nblog" 2>&1 &
+echo "== lane 1 (notebooks) in the background; its log: $nblog"
+notebooks >"$nblog" 2>&1 &
 nbpid=$!
 trap 'kill "$nbpid" 2>/dev/null || true' EXIT  # an interrupted suite leaves no notebook running
-echo "== pytest"
-pytest_status=0; python -m pytest tests || pytest_status=$?
+echo "== lane 2: pytest tests (but tests/test_experiment_notebooks.py)"
+pytest_status=0; python -m pytest tests --ignore=tests/test_experiment_notebooks.py || pytest_status=$?
 nb_status=0; wait "$nbpid" || nb_status=$?
-echo "== nbdev_test"
+echo "== lane 1"
 cat "$nblog"; rm -f "$nblog"
-if [ "$nb_status" != 0 ]; then echo "FAIL: nbdev_test"; fi
-if [ "$pytest_status" != 0 ]; then echo "FAIL: pytest"; fi
+if [ "$nb_status" != 0 ]; then echo "FAIL: lane 1 (nbdev_test or the experiment notebooks)"; fi
+if [ "$pytest_status" != 0 ]; then echo "FAIL: lane 2 (pytest)"; fi
 [ "$nb_status" = 0 ] && [ "$pytest_status" = 0 ]
