@@ -42,14 +42,16 @@ EXPERIMENTS='^([_.]|train\.ipynb$|evaluate\.ipynb$|results\.ipynb$)'
 # Two lanes side by side, each process with one torch thread: both cores busy, none oversubscribed. (Two threads per
 # process on a shared 2-core machine made small tensor operations several times slower: the threads wait for each
 # other.) Subprocesses (papermill kernels, DDP workers) inherit the one thread.
-# Lane 1, in the background: nbdev_test, then the experiment notebooks by papermill. Lane 2: the rest of pytest.
+# Lane 1, in the background: nbdev_test, then the experiment notebooks by papermill and two long self-contained test
+# modules (chosen so that the lanes take about as long); lane 2: the rest of pytest.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+LANE1_TESTS=(tests/test_experiment_notebooks.py tests/test_gpu_script.py tests/test_keywords.py)
 notebooks() {
   local status=0
   echo "== nbdev_test (module notebooks; not $EXPERIMENTS)"
   nbdev_test --n_workers 1 --timing --skip_file_re "$EXPERIMENTS" || status=1
-  echo "== pytest tests/test_experiment_notebooks.py"
-  python -m pytest tests/test_experiment_notebooks.py || status=1
+  echo "== pytest ${LANE1_TESTS[*]}"
+  python -m pytest "${LANE1_TESTS[@]}" || status=1
   return $status
 }
 nblog=$(mktemp)
@@ -57,8 +59,8 @@ echo "== lane 1 (notebooks) in the background; its log: $nblog"
 notebooks >"$nblog" 2>&1 &
 nbpid=$!
 trap 'kill "$nbpid" 2>/dev/null || true' EXIT  # an interrupted suite leaves no notebook running
-echo "== lane 2: pytest tests (but tests/test_experiment_notebooks.py)"
-pytest_status=0; python -m pytest tests --ignore=tests/test_experiment_notebooks.py || pytest_status=$?
+echo "== lane 2: pytest tests (but ${LANE1_TESTS[*]})"
+pytest_status=0; python -m pytest tests "${LANE1_TESTS[@]/#/--ignore=}" || pytest_status=$?
 nb_status=0; wait "$nbpid" || nb_status=$?
 echo "== lane 1"
 cat "$nblog"; rm -f "$nblog"
