@@ -217,18 +217,18 @@ def test_targetpad_reaches_every_benchmark(env, name, monkeypatch, tmp_path):
     assert len(open_store(tp)) == len(seen) and m['skipped_images'] == 0
 
 
-def test_evaluate_notebook(env, tmp_path):
-    "nbs/evaluate.ipynb as papermill runs it: a CIRR test split with every method, a saved Phi, all output files."
-    import papermill as pm
-    from pathlib import Path
+def test_evaluate_notebook(env, tmp_path, monkeypatch):
+    "nbs/evaluate.ipynb executed in-process as papermill runs it: a CIRR test split with every method, a saved Phi, all output files."
+    import matplotlib; matplotlib.use('Agg')
     from lincir.phi import save_phi
+    from tests.helpers import REPO, run_notebook
     bb, phi, roots = env
     save_phi(phi, tmp_path / 'run', bb)
     out = tmp_path / 'eval'
-    nb = Path(__file__).resolve().parents[1] / 'nbs' / 'evaluate.ipynb'
-    pm.execute_notebook(str(nb), str(tmp_path / 'evaluate.ipynb'), kernel_name='python3', progress_bar=False, cwd=str(tmp_path),
-                        parameters=dict(benchmark='cirr', data_dir=str(roots['cirr']), split='test1', backbone='lincir-tiny',
-                                        pretrained=None, phi=str(tmp_path / 'run'), out_dir=str(out)))
+    monkeypatch.chdir(tmp_path)
+    run_notebook(REPO / 'nbs' / 'evaluate.ipynb', dict(benchmark='cirr', data_dir=str(roots['cirr']), split='test1',
+                                                       backbone='lincir-tiny', pretrained=None, phi=str(tmp_path / 'run'),
+                                                       out_dir=str(out)))
     names = {p.name for p in out.iterdir()}
     assert {'config.json', 'metrics.json', 'rankings.json', 'rankings_sum.json', 'examples.png',
             'cirr_test1_recall.json', 'cirr_test1_recall_subset.json', 'cirr_test1_recall_image.json'} <= names

@@ -161,10 +161,42 @@ ISSUE_19 = {'this is a picture of a cat': 'this is $ of $', 'all of the people a
             'that is the house where i grew up': 'that is $ where i grew up', '<PERSON> attends the premiere': '$ attends $'}
 
 
+class Remembering:
+    """spaCy pipeline `nlp`, remembering the document it made of each text when run whole (nothing disabled): the tests
+    below ask it for the same captions several times (two maskings, the tags of the same captions), and a text's
+    document does not depend on the batch it came in. Anything else is `nlp`'s own."""
+    def __init__(self, nlp): self.nlp, self.docs = nlp, {}
+    def __getattr__(self, name): return getattr(self.nlp, name)
+
+    def __call__(self, text, disable=()):
+        if disable: return self.nlp(text, disable=disable)
+        if text not in self.docs: self.docs[text] = self.nlp(text)
+        return self.docs[text]
+
+    def pipe(self, texts, batch_size=64, disable=()):
+        texts = list(texts)
+        if disable: return self.nlp.pipe(texts, batch_size=batch_size, disable=disable)
+        new = [t for t in dict.fromkeys(texts) if t not in self.docs]
+        self.docs.update(zip(new, self.nlp.pipe(new, batch_size=batch_size)))
+        return (self.docs[t] for t in texts)
+
+
+def test_remembering_gives_the_pipelines_documents():
+    "The wrapper gives what the pipeline gives, the same object for a text asked twice, and runs disabled pipes afresh."
+    nlp = spacy_nlp()
+    r = Remembering(nlp)
+    texts = ['a dog in the park', 'that is the house', 'a dog in the park']
+    docs = list(r.pipe(texts, batch_size=2))
+    assert [[(t.text, t.pos_, t.dep_) for t in d] for d in docs] == [[(t.text, t.pos_, t.dep_) for t in nlp(x)] for x in texts]
+    assert docs[0] is docs[2] is r('a dog in the park') and len(r.docs) == 2
+    assert not list(r.pipe(['a cat'], disable=['parser']))[0].has_annotation('DEP') and 'a cat' not in r.docs
+    assert r.pipe_names == nlp.pipe_names
+
+
 @pytest.fixture(scope='module')
 def official():
-    "The official tokenizer and spaCy's whole `en_core_web_sm` pipeline, neither of them lincir's."
-    return O.official_tokenizer(), O.official_spacy()
+    "The official tokenizer and spaCy's whole `en_core_web_sm` pipeline, neither of them lincir's (remembering its documents)."
+    return O.official_tokenizer(), Remembering(O.official_spacy())
 
 
 def test_reference_masking_equals_the_official_code(clip77, official):
