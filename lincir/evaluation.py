@@ -81,18 +81,20 @@ def gap_statistics(bb:Backbone, phi:torch.nn.Module|None, method) -> GapStatisti
     if not m.needs_text: return GapStatistics()
     corpus = m.corpus or default_corpus(bb)
     rec = getattr(phi, 'text_statistics', None) if m.base == 'lincir' else None
+    if m.spread and rec and 'std' not in rec: rec = None  # a record without the spread: the corpus gives all
     emb = caption_embeddings(bb, corpus) if m.project is not None or not rec or m.text_mean == 'corpus' else None
     if rec and m.text_mean == 'recorded':
         mean, nmean = torch.tensor(rec['mean']), torch.tensor(rec['normalised_mean'])
+        std = torch.tensor(rec['std']) if 'std' in rec else None
         if mean.shape != (bb.embed_dim,): raise ValueError(f"the Phi's text_statistics have {mean.shape[0]} dimensions, the backbone {bb.embed_dim}")
         source = f"recorded with the Phi: {rec['source']}"
     else:
-        mean, nmean = emb.mean(0), F.normalize(emb, dim=-1).mean(0)
+        mean, nmean, std = emb.mean(0), F.normalize(emb, dim=-1).mean(0), emb.std(0)
         why = ('text_mean=corpus' if rec else 'the Phi has no record of its training corpus' if m.base == 'lincir'
                else f'{m.base} uses no Phi')
         source = f"estimated from {len(emb)} captions of {corpus} ({why})"
         print(f"{m}: mu_txt {source}")
-    return GapStatistics(mean, nmean, emb if m.project is not None else None, text_source=source)
+    return GapStatistics(mean, nmean, std, emb if m.project is not None else None, text_source=source)
 
 # %% ../nbs/09a_evaluation.ipynb #fc1efda2
 def metric_names(bench:Benchmark) -> list[str]:

@@ -103,10 +103,10 @@ TEXT_MEAN_CAPTIONS = 20_000  # captions whose text embeddings give a corpus's me
 def text_statistics(emb:torch.Tensor, # [n, d] raw text embeddings of a caption corpus
                     source:str, # where they come from, said wherever the statistics are used
                    ) -> dict:
-    "The record gap correction reads: raw mean, mean of the normalised embeddings, count and source (JSON-ready)."
+    "The record gap correction reads: raw mean, mean of the normalised embeddings, per-dimension std, count, source (JSON-ready)."
     emb = emb.float()
     return dict(mean=emb.mean(0).tolist(), normalised_mean=torch.nn.functional.normalize(emb, dim=-1).mean(0).tolist(),
-                captions=len(emb), source=source)
+                std=emb.std(0).tolist(), captions=len(emb), source=source)
 
 # %% ../nbs/02_phi.ipynb #6be8ea22
 def _description(meta:Path) -> dict:

@@ -82,9 +82,12 @@ def fill(template:str, caption:str) -> str:
     return template.replace('{caption}', caption.replace('$', '').strip())
 
 # %% ../nbs/07b_retrieval.ipynb #993d0584
-def gap_centre(v:torch.Tensor, image_mean:torch.Tensor, text_mean:torch.Tensor) -> torch.Tensor:
-    "Raw image embeddings moved by the gap between the modalities' means: `v - mu_img + mu_txt`."
-    return v - image_mean + text_mean
+def gap_centre(v:torch.Tensor, image_mean:torch.Tensor, text_mean:torch.Tensor,
+               image_std:torch.Tensor|None=None, text_std:torch.Tensor|None=None, # given: the spread is matched too
+              ) -> torch.Tensor:
+    "Raw image embeddings moved by the gap between the modalities' means: `v - mu_img + mu_txt` (`/ sd_img * sd_txt` inside)."
+    c = v - image_mean
+    return (c if image_std is None else c / image_std * text_std) + text_mean
 
 def project_to_text(v:torch.Tensor, memory:torch.Tensor, # [m, d] raw caption embeddings
                     tau:float, chunk:int=4096) -> torch.Tensor:
@@ -105,7 +108,7 @@ def slerp(a:torch.Tensor, b:torch.Tensor, t:float, eps:float=1e-6) -> torch.Tens
 # %% ../nbs/07b_retrieval.ipynb #4df4d181
 QUERY_BASES = (*METHODS, 'slerp')
 QUERY_OPTIONS = {  # option -> (default value (None: a flag), the bases it applies to)
-    'centre': (None, ('lincir',)), 'project': (0.002, ('lincir',)), 'ensemble': (0.7, ('lincir',)),
+    'centre': (None, ('lincir',)), 'spread': (None, ('lincir',)), 'project': (0.002, ('lincir',)), 'ensemble': (0.7, ('lincir',)),
     'centred_cosine': (None, QUERY_BASES), 'corpus': ('', QUERY_BASES), 'text_mean': ('recorded', QUERY_BASES)}
 SLERP_DEFAULT = 0.8  # the text weight of `slerp` when none is given
 TEXT_MEANS = ('recorded', 'corpus')  # mu_txt: the Phi's record (else the corpus estimate), or always the corpus estimate
@@ -116,6 +119,7 @@ class QueryMethod:
     base: str
     slerp: float|None = None # text weight of the `slerp` base
     centre: bool = False
+    spread: bool = False # match the per-dimension spread too (with centre)
     project: float|None = None # temperature of the text-memory projection
     ensemble: float|None = None # weight of the LinCIR query against the image+text sum
     centred_cosine: bool = False
@@ -131,6 +135,7 @@ class QueryMethod:
         "The canonical name: options in a fixed order, values explicit (so the name is the method's identity)."
         parts = [self.base if self.slerp is None else f'slerp={self.slerp:g}']
         if self.centre: parts.append('centre')
+        if self.spread: parts.append('spread')
         if self.project is not None: parts.append(f'project={self.project:g}')
         if self.ensemble is not None: parts.append(f'ensemble={self.ensemble:g}')
         if self.centred_cosine: parts.append('centred_cosine')
@@ -164,6 +169,7 @@ def parse_method(spec) -> QueryMethod:
         if name in kw: raise ValueError(f"method {spec!r}: option {name!r} given twice")
         if default is None and eq: raise ValueError(f"method {spec!r}: option {name!r} takes no value")
         kw[name] = True if default is None else _value(name, v, spec) if eq else default
+    if kw.get('spread') and not kw.get('centre'): raise ValueError(f"method {spec!r}: spread matches the spread of centring: add centre")
     return QueryMethod(base, **kw)
 
 # %% ../nbs/07b_retrieval.ipynb #5ab11587
@@ -172,20 +178,22 @@ class GapStatistics:
     "What the query-time options read: each modality's means and the text memory of `project` (float32, CPU)."
     text_mean: torch.Tensor|None = None # [d] raw mean text embedding of Phi's training corpus (or of a corpus standing in)
     text_normalised_mean: torch.Tensor|None = None # [d] mean of the L2-normalised text embeddings
+    text_std: torch.Tensor|None = None # [d] per-dimension standard deviation of the raw text embeddings (`spread`)
     memory: torch.Tensor|None = None # [m, d] raw caption embeddings (`project`)
     image_mean: torch.Tensor|None = None # [d] raw mean embedding of the images searched (`predict` fills it)
     image_normalised_mean: torch.Tensor|None = None # [d] mean of their L2-normalised embeddings
+    image_std: torch.Tensor|None = None # [d] per-dimension standard deviation of their raw embeddings
     text_source: str = '' # where the text means come from: said in the evaluation's record
 
 def image_statistics(feats:torch.Tensor) -> dict:
     "The image means of `GapStatistics` from raw image embeddings `[n, d]`."
     feats = feats.float().cpu()
-    return dict(image_mean=feats.mean(0), image_normalised_mean=F.normalize(feats, dim=-1).mean(0))
+    return dict(image_mean=feats.mean(0), image_normalised_mean=F.normalize(feats, dim=-1).mean(0), image_std=feats.std(0))
 
 def _needs(m:QueryMethod, stats:GapStatistics|None, images:bool=True):
-    want = (['text_mean'] if m.centre else []) + (['memory'] if m.project is not None else []) + \
+    want = (['text_mean'] if m.centre else []) + (['text_std'] if m.spread else []) + (['memory'] if m.project is not None else []) + \
            (['text_normalised_mean'] if m.centred_cosine and m.base != 'image' else [])
-    if images: want += (['image_mean'] if m.centre else []) + (['image_normalised_mean'] if m.centred_cosine else [])
+    if images: want += (['image_mean'] if m.centre else []) + (['image_std'] if m.spread else []) + (['image_normalised_mean'] if m.centred_cosine else [])
     missing = [k for k in want if stats is None or getattr(stats, k) is None]
     if missing: raise ValueError(f"method {str(m)!r} needs {', '.join(missing)} (pass `stats`: a `GapStatistics`, "
                                  "e.g. from `lincir.evaluation.gap_statistics`)")
@@ -257,7 +265,8 @@ def query_features(bb:Backbone,
     base = lambda name, x: _base_query(bb, name, queries, x, phi, templates, l2_normalize, batch_size)
     if m.base == 'slerp': q = slerp(ref, base('text', ref), m.slerp)
     elif m.base == 'lincir':
-        x = gap_centre(ref, stats.image_mean, stats.text_mean) if m.centre else ref
+        spread = (stats.image_std, stats.text_std) if m.spread else ()
+        x = gap_centre(ref, stats.image_mean, stats.text_mean, *spread) if m.centre else ref
         q = base('lincir', project_to_text(x, stats.memory, m.project) if m.project is not None else x)
     else: q = base(m.base, ref)
     if m.centred_cosine: q = centre_cosine(q, _modality_mean(m, stats))

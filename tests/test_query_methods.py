@@ -82,7 +82,7 @@ def test_pure_functions_against_naive():
 def random_stats(d, m=30):
     g = torch.Generator().manual_seed(2)
     r = lambda *s: torch.randn(*s, generator=g)
-    return GapStatistics(r(d), r(d) * 0.1, r(m, d), r(d), r(d) * 0.1, 'random')
+    return GapStatistics(r(d), r(d) * 0.1, r(d).abs() + 0.5, r(m, d), r(d), r(d) * 0.1, r(d).abs() + 0.5, 'random')
 
 
 def test_query_features_each_method_against_naive(bb):
@@ -96,6 +96,8 @@ def test_query_features_each_method_against_naive(bb):
     lin, plain_sum, text = q('lincir'), q('sum'), q('text')
     centred = ref - st.image_mean + st.text_mean
     assert torch.allclose(q('lincir+centre'), q('lincir', centred), atol=1e-6)
+    spread = (ref - st.image_mean) / st.image_std * st.text_std + st.text_mean
+    assert torch.allclose(q('lincir+centre+spread'), q('lincir', spread), atol=1e-6)
     assert torch.allclose(q('lincir+project=0.01'), q('lincir', naive_projection(ref, st.memory, 0.01)), atol=1e-4)
     assert torch.allclose(q('lincir+centre+project=0.01'), q('lincir', naive_projection(centred, st.memory, 0.01)), atol=1e-4)
     assert torch.allclose(q('lincir+centred_cosine'), unit(unit(lin) - st.text_normalised_mean), atol=1e-6)
@@ -128,7 +130,7 @@ def test_predict_uses_the_images_searched_and_centres_the_gallery(bb, gallery):
     qs = [Query('a', 'g0', ['is red'], exclude=['g0']), Query('b', 'g3', ['is blue'], exclude=['g3'])]
     gal = {'all': list(gallery)}
     st = random_stats(bb.embed_dim)
-    st.image_mean = st.image_normalised_mean = None  # predict fills them
+    st.image_mean = st.image_normalised_mean = st.image_std = None  # predict fills them
     p = predict(bb, qs, gallery, gal, 'lincir+centre+centred_cosine', phi, top_k=None, progress=False, stats=st)
     from lincir.retrieval import image_features
     ids, feats, _ = image_features(bb, gallery, progress=False)
@@ -153,7 +155,7 @@ def test_text_mean_recorded_or_estimated(bb, cache, capsys):
     with torch.no_grad(): emb = encode_text(bb, bb.tokenize(caps)).float()
     phi = torch.nn.Linear(bb.embed_dim, bb.width)
     est = gap_statistics(bb, phi, 'lincir+centre+centred_cosine+corpus=shapes:64')
-    assert torch.allclose(est.text_mean, emb.mean(0), atol=1e-5)
+    assert torch.allclose(est.text_mean, emb.mean(0), atol=1e-5) and torch.allclose(est.text_std, emb.std(0), atol=1e-5)
     assert torch.allclose(est.text_normalised_mean, F.normalize(emb, dim=-1).mean(0), atol=1e-5)
     assert 'estimated from 64 captions of shapes:64 (the Phi has no record' in est.text_source
     assert 'estimated from 64 captions' in capsys.readouterr().out  # said where it runs
@@ -162,6 +164,7 @@ def test_text_mean_recorded_or_estimated(bb, cache, capsys):
     got = gap_statistics(bb, phi, 'lincir+centre+corpus=shapes:64')
     assert torch.equal(got.text_mean, torch.full((bb.embed_dim,), 0.25)) and got.memory is None
     assert got.text_source == 'recorded with the Phi: 5 of the training captions'
+    assert torch.allclose(gap_statistics(bb, phi, 'lincir+centre+spread+corpus=shapes:64').text_std, emb.std(0), atol=1e-5)  # no std recorded
     forced = gap_statistics(bb, phi, 'lincir+centre+corpus=shapes:64+text_mean=corpus')
     assert torch.allclose(forced.text_mean, emb.mean(0), atol=1e-5) and 'text_mean=corpus' in forced.text_source
     assert torch.allclose(gap_statistics(bb, phi, 'lincir+project=0.1+corpus=shapes:64').memory, emb, atol=1e-5)
@@ -204,7 +207,7 @@ def test_identity_follows_every_option(tmp_path):
     base = dict(out_dir=str(tmp_path / 'e'))
     claim_out_dir(EvalConfig(method='lincir+project+centre', **base))
     claim_out_dir(EvalConfig(method='lincir+centre+project=0.002', **base))  # the same method, canonical name
-    for other in ('lincir+centre+project=0.005', 'lincir+centre', 'lincir+centre+project+corpus=caps.txt',
+    for other in ('lincir+centre+project=0.005', 'lincir+centre', 'lincir+centre+spread+project', 'lincir+centre+project+corpus=caps.txt',
                   'lincir+centre+project+text_mean=corpus', 'lincir+centre+project+centred_cosine'):
         with pytest.raises(FolderOwnedError):
             claim_out_dir(EvalConfig(method=other, **base))
