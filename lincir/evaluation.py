@@ -4,7 +4,7 @@
 
 # %% ../nbs/09a_evaluation.ipynb #2e868756
 from __future__ import annotations
-import dataclasses, hashlib, json, textwrap
+import dataclasses, hashlib, json, re, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,7 +240,8 @@ def main_method(results:dict) -> str:
 
 def _named(name:str, method:str, main:str) -> str:
     p = Path(name)
-    return name if method == main else f'{p.stem}_{method}{p.suffix}'
+    part = re.sub(r'[^\w+=.-]', '_', method)  # a corpus path's '/' too
+    return name if method == main else f'{p.stem}_{part}{p.suffix}'
 
 def write_outputs(out_dir, bench:Benchmark, cfg:EvalConfig,
                   results:dict[str, tuple[dict, Prediction]], # method -> (metrics, prediction)

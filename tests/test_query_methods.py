@@ -225,7 +225,10 @@ def test_evaluate_notebook_reaches_the_methods(bb, cache, tmp_path, monkeypatch)
     cirr = write_cirr_fixture(tmp_path / 'cirr', n_queries=3, splits=('val',))
     torch.manual_seed(0)
     save_phi(Phi.for_backbone(bb), tmp_path / 'phi', bb, imported_from={'file': 'a.pt'})
-    methods = 'lincir,lincir+centre+project=0.01+centred_cosine+corpus=shapes:64,slerp=0.5'
+    (tmp_path / 'caps').mkdir()
+    (tmp_path / 'caps' / 'c.txt').write_text('\n'.join(load_captions('shapes:64')['caption']))  # a caption file, by its path
+    gap = f"lincir+centre+project=0.01+centred_cosine+corpus={tmp_path / 'caps' / 'c.txt'}"
+    methods = f'lincir,{gap},slerp=0.5'
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         run_notebook(REPO / 'nbs' / 'evaluate.ipynb', dict(benchmark='cirr', data_dir=str(cirr), backbone='lincir-tiny',
@@ -233,7 +236,8 @@ def test_evaluate_notebook_reaches_the_methods(bb, cache, tmp_path, monkeypatch)
                                                             out_dir=str(tmp_path / 'eval')))
     m = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['methods']
     assert list(m) == methods.split(',')
-    gap = 'lincir+centre+project=0.01+centred_cosine+corpus=shapes:64'
-    assert 'estimated from 64 captions of shapes:64 (the Phi has no record' in m[gap]['text_statistics']
+    assert f"estimated from 64 captions of {tmp_path / 'caps' / 'c.txt'} (the Phi has no record" in m[gap]['text_statistics']
     assert 'text_statistics' not in m['lincir'] and m[gap]['queries'] == 3
-    assert (tmp_path / 'eval' / f'rankings_{gap}.json').exists()
+    named = 'rankings_' + gap.replace('/', '_') + '.json'  # the path's '/' cannot make a folder
+    assert (tmp_path / 'eval' / named).exists() and not (tmp_path / 'eval' / 'rankings_lincir+centre+project=0.01+centred_cosine+corpus=').exists()
+
