@@ -4,46 +4,97 @@
 
 # %% ../nbs/09a_evaluation.ipynb #2e868756
 from __future__ import annotations
-import dataclasses, textwrap
+import dataclasses, hashlib, json, re, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
-from .backbone import PREPROCESSINGS, Backbone
+from .backbone import PREPROCESSINGS, Backbone, cache_dir, encode_text
 from .benchmarks import (BENCHMARKS, DEFAULT_SPLITS, GENECIS_TASKS, HEADLINES, VALIDATION_SPLITS, Benchmark,
                                load_benchmark)
-from .files import atomic_write_json, claim_folder, folder_contents, replace_files
+from .captions import load_captions
+from .files import atomic_write, atomic_write_json, claim_folder, folder_contents, replace_files
 from .images import load_image
-from .phi import resolve_phi
-from .retrieval import DEFAULT_TEMPLATE, METHODS, Prediction, check_template, image_features, predict
+from .phi import TEXT_MEAN_CAPTIONS, resolve_phi
+from .retrieval import (DEFAULT_TEMPLATE, GapStatistics, Prediction, check_template, image_features, parse_method,
+                               predict)
+from .store import store_path
 
 # %% auto #0
-__all__ = ['BASELINES', 'DEFAULT_PHI', 'evaluate', 'metric_names', 'Validator', 'make_validator', 'EvalConfig', 'plan',
+__all__ = ['MEMORY_CAPTIONS', 'SANDBOX_CORPUS', 'REAL_CORPUS', 'BASELINES', 'DEFAULT_PHI', 'evaluate', 'default_corpus',
+           'caption_embeddings', 'gap_statistics', 'metric_names', 'Validator', 'make_validator', 'EvalConfig', 'plan',
            'claim_out_dir', 'main_method', 'write_outputs', 'plot_examples']
 
 # %% ../nbs/09a_evaluation.ipynb #9aedaeac
 @torch.inference_mode()
-def evaluate(bench:Benchmark, bb:Backbone, method:str='lincir',
+def evaluate(bench:Benchmark, bb:Backbone,
+             method:str='lincir', # a base with query-time options (`lincir.retrieval.parse_method`)
              phi:torch.nn.Module|None=None,
              templates:list[str]=(DEFAULT_TEMPLATE,),
              skip_bad:bool=False, # leave out unreadable images (counted in the metrics) instead of raising
              l2_normalize:bool=False, # Phi trained on normalised embeddings
              features=None, # precomputed `image_features(...)` of `bench`'s images, to reuse across calls
+             stats:GapStatistics|None=None, # text means and memory of the options (default: `gap_statistics`)
              **kwargs) -> tuple[dict, Prediction]: # passed to `predict` (batch_size, cache, progress)
-    "Metrics (with counts) and the prediction of `method` on `bench`."
+    "Metrics (with counts, and where the text means came from if used) and the prediction of `method` on `bench`."
+    m = parse_method(method)
+    if m.needs_text and stats is None: stats = gap_statistics(bb, phi, m)
     missing = bench.check_files(skip_bad) if features is None else []
     gone = set(missing)
     images = {i: s for i, s in bench.images.items() if i not in gone}
     galleries = {k: [i for i in g if i in images] for k, g in bench.galleries.items()}
     queries = [q for q in bench.queries if q.reference in images]
     p = predict(bb, queries, images, galleries, method, phi, templates, l2_normalize, top_k=50, skip_bad=skip_bad,
-                features=features, **kwargs)
+                features=features, stats=stats, **kwargs)
     p.skipped_images = missing + p.skipped_images
     p.skipped_queries = [q.id for q in bench.queries if q.reference not in images] + p.skipped_queries
-    m = bench.metric(bench.queries, p) if bench.metric and p.rankings else {}
-    return {**m, 'queries': len(p.rankings), 'skipped_images': len(p.skipped_images),
-            'skipped_queries': len(p.skipped_queries)}, p
+    scores = bench.metric(bench.queries, p) if bench.metric and p.rankings else {}
+    said = {'text_statistics': stats.text_source} if m.needs_text else {}
+    return {**scores, 'queries': len(p.rankings), 'skipped_images': len(p.skipped_images),
+            'skipped_queries': len(p.skipped_queries), **said}, p
+
+# %% ../nbs/09a_evaluation.ipynb #3bd5a660
+MEMORY_CAPTIONS = TEXT_MEAN_CAPTIONS  # captions of a corpus encoded for the text memory and the mu_txt estimate
+SANDBOX_CORPUS, REAL_CORPUS = 'shapes:20000', 'dangne/gcc_caption_only'  # default corpora: Shapes captions, CC3M's
+
+def default_corpus(bb:Backbone) -> str:
+    "The caption corpus a method's `corpus=` defaults to: the Shapes captions for a sandbox backbone, CC3M's otherwise."
+    return SANDBOX_CORPUS if bb.pretrained == 'sandbox' else REAL_CORPUS
+
+@torch.inference_mode()
+def caption_embeddings(bb:Backbone, corpus:str, n:int=MEMORY_CAPTIONS, batch_size:int=500) -> torch.Tensor:
+    "Raw text embeddings `[n, d]` of the first `n` captions of `corpus`, encoded once and cached (keyed by backbone and captions)."
+    caps = list(load_captions(corpus, limit=n)['caption'])
+    key = hashlib.sha256(json.dumps(caps).encode()).hexdigest()[:16]
+    path = cache_dir()/'text_memory'/f'{store_path(bb).name}__{key}.safetensors'
+    if path.exists(): return load_file(str(path))['embeddings']
+    emb = torch.cat([encode_text(bb, bb.tokenize(caps[a:a+batch_size])).float().cpu() for a in range(0, len(caps), batch_size)])
+    atomic_write(path, lambda t: save_file({'embeddings': emb.contiguous()}, t))
+    return emb
+
+def gap_statistics(bb:Backbone, phi:torch.nn.Module|None, method) -> GapStatistics:
+    "The text means (the Phi's record, else a corpus estimate, said in `text_source`) and memory `method` needs."
+    m = parse_method(method)
+    if not m.needs_text: return GapStatistics()
+    corpus = m.corpus or default_corpus(bb)
+    rec = getattr(phi, 'text_statistics', None) if m.base == 'lincir' else None
+    if m.spread and rec and 'std' not in rec: rec = None  # a record without the spread: the corpus gives all
+    emb = caption_embeddings(bb, corpus) if m.project is not None or not rec or m.text_mean == 'corpus' else None
+    if rec and m.text_mean == 'recorded':
+        mean, nmean = torch.tensor(rec['mean']), torch.tensor(rec['normalised_mean'])
+        std = torch.tensor(rec['std']) if 'std' in rec else None
+        if mean.shape != (bb.embed_dim,): raise ValueError(f"the Phi's text_statistics have {mean.shape[0]} dimensions, the backbone {bb.embed_dim}")
+        source = f"recorded with the Phi: {rec['source']}"
+    else:
+        mean, nmean, std = emb.mean(0), F.normalize(emb, dim=-1).mean(0), emb.std(0)
+        why = ('text_mean=corpus' if rec else 'the Phi has no record of its training corpus' if m.base == 'lincir'
+               else f'{m.base} uses no Phi')
+        source = f"estimated from {len(emb)} captions of {corpus} ({why})"
+        print(f"{m}: mu_txt {source}")
+    return GapStatistics(mean, nmean, std, emb if m.project is not None else None, text_source=source)
 
 # %% ../nbs/09a_evaluation.ipynb #fc1efda2
 def metric_names(bench:Benchmark) -> list[str]:
@@ -103,7 +154,7 @@ class EvalConfig:
     pretrained: str|None = 'sandbox'
     preprocess: str = 'clip' # image transform: 'clip' (the backbone's own) or 'targetpad' (SEARLE's released Phi)
     phi: str = DEFAULT_PHI # run folder (uses best/ if present) or .safetensors file
-    method: str = 'all' # one of METHODS, several separated by commas, or 'all'
+    method: str = 'all' # a method (`lincir.retrieval.parse_method`: base+options), several separated by commas, or 'all'
     template: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE]) # several = an ensemble
     out_dir: str = 'runs/eval'
     limit: int = 0 # evaluate the first `limit` queries only (0 = all)
@@ -114,6 +165,9 @@ class EvalConfig:
     def __post_init__(self):
         if isinstance(self.template, str): self.template = [self.template]
         self.split = self.split or DEFAULT_SPLITS.get(self.benchmark, '')
+        if self.method != 'all':  # canonical names (options ordered, defaults explicit): the identity says what runs
+            try: self.method = ','.join(dict.fromkeys(str(parse_method(m)) for m in self.method.split(',')))
+            except ValueError: pass  # `validate` reports it
 
     def validate(self) -> EvalConfig:
         "Raise one error listing every bad setting; return the config."
@@ -124,8 +178,9 @@ class EvalConfig:
         c(self.benchmark == 'shapes' or bool(self.data_dir), f"data_dir is required for {self.benchmark}")
         c(self.preprocess in PREPROCESSINGS,
           f"preprocess {self.preprocess!r}: choose one of {PREPROCESSINGS} ('targetpad' for SEARLE's Phi)")
-        for m in self.method.split(','):
-            c(m.strip() in METHODS + ('all',), f"method {m!r}: choose from {METHODS + ('all',)} (comma-separated for several)")
+        for m in ([] if self.method == 'all' else self.method.split(',')):
+            try: parse_method(m)
+            except ValueError as e: c(False, f"{e} (several methods: comma-separated, or 'all')")
         c('upper' not in self.method or self.benchmark == 'shapes', "method 'upper' needs target captions: ShapesCIR only")
         c(bool(self.template), "template: give at least one")
         for t in self.template:
@@ -142,7 +197,7 @@ class EvalConfig:
 
     def methods(self) -> list[str]:
         "The methods to run, in table order."
-        if self.method != 'all': return list(dict.fromkeys(m.strip() for m in self.method.split(',')))
+        if self.method != 'all': return list(dict.fromkeys(str(parse_method(m)) for m in self.method.split(',')))
         return [*BASELINES, *(['upper'] if self.benchmark == 'shapes' else []), 'lincir']
 
     def save(self, path) -> Path:
@@ -154,12 +209,13 @@ class EvalConfig:
 def plan(cfg:EvalConfig) -> tuple[list[str], Path|None, bool, dict]:
     "Methods to run, Phi weights and l2 flag (if LinCIR runs), and methods skipped with the reason."
     methods, skipped = cfg.methods(), {}
-    if 'lincir' not in methods: return methods, None, False, skipped
+    uses_phi = lambda m: parse_method(m).base == 'lincir'
+    if not any(map(uses_phi, methods)): return methods, None, False, skipped
     try: weights, l2 = resolve_phi(cfg.phi)
     except FileNotFoundError as e:
         if cfg.method != 'all' or cfg.phi != DEFAULT_PHI: raise
         skipped['lincir'] = f"not evaluated: {e}"
-        return [m for m in methods if m != 'lincir'], None, False, skipped
+        return [m for m in methods if not uses_phi(m)], None, False, skipped
     return methods, weights, l2, skipped
 
 # %% ../nbs/09a_evaluation.ipynb #95d9af8e
@@ -184,7 +240,8 @@ def main_method(results:dict) -> str:
 
 def _named(name:str, method:str, main:str) -> str:
     p = Path(name)
-    return name if method == main else f'{p.stem}_{method}{p.suffix}'
+    part = re.sub(r'[^\w+=.-]', '_', method)  # a corpus path's '/' too
+    return name if method == main else f'{p.stem}_{part}{p.suffix}'
 
 def write_outputs(out_dir, bench:Benchmark, cfg:EvalConfig,
                   results:dict[str, tuple[dict, Prediction]], # method -> (metrics, prediction)

@@ -15,8 +15,8 @@ from .backbone import Backbone
 from .files import atomic_write, atomic_write_json, claim_folder, folder_contents
 
 # %% auto #0
-__all__ = ['Phi', 'PhiMismatchError', 'PhiFileError', 'save_phi', 'load_phi', 'resolve_phi', 'PhiImportError', 'import_phi',
-           'main']
+__all__ = ['TEXT_MEAN_CAPTIONS', 'Phi', 'PhiMismatchError', 'PhiFileError', 'save_phi', 'load_phi', 'text_statistics',
+           'resolve_phi', 'PhiImportError', 'import_phi', 'main']
 
 # %% ../nbs/02_phi.ipynb #90eabc6e
 class Phi(nn.Sequential):
@@ -73,7 +73,9 @@ def save_phi(phi:Phi, path, # a run folder (-> phi.safetensors inside) or a .saf
     weights, meta = _phi_paths(path)
     state = {k: v.detach().float().cpu().contiguous() for k, v in phi.state_dict().items()}
     atomic_write(weights, lambda t: save_file(state, t))
-    atomic_write_json(meta, dict(phi.config, backbone=bb.name, pretrained=bb.pretrained, **extra))
+    stats = getattr(phi, 'text_statistics', None)  # the training corpus's text means (`text_statistics`), if recorded
+    atomic_write_json(meta, dict(phi.config, backbone=bb.name, pretrained=bb.pretrained,
+                                 **({'text_statistics': stats} if stats else {}), **extra))
     return weights
 
 def load_phi(path, # run folder or .safetensors file written by `save_phi`
@@ -92,7 +94,19 @@ def load_phi(path, # run folder or .safetensors file written by `save_phi`
     phi = Phi(cfg['embed_dim'], cfg['width'], cfg['dropout'], cfg['hidden_mult'])
     phi.load_state_dict(_read_phi_weights(weights))
     phi.source = str(weights)  # named by errors about its outputs
+    phi.text_statistics = cfg.get('text_statistics')  # None: not recorded (an import, or a run from before the record)
     return phi.to(device or (bb.device if bb else 'cpu')).eval()
+
+# %% ../nbs/02_phi.ipynb #f44fc61b
+TEXT_MEAN_CAPTIONS = 20_000  # captions whose text embeddings give a corpus's means (spread evenly over the corpus)
+
+def text_statistics(emb:torch.Tensor, # [n, d] raw text embeddings of a caption corpus
+                    source:str, # where they come from, said wherever the statistics are used
+                   ) -> dict:
+    "The record gap correction reads: raw mean, mean of the normalised embeddings, per-dimension std, count, source (JSON-ready)."
+    emb = emb.float()
+    return dict(mean=emb.mean(0).tolist(), normalised_mean=torch.nn.functional.normalize(emb, dim=-1).mean(0).tolist(),
+                std=emb.std(0).tolist(), captions=len(emb), source=source)
 
 # %% ../nbs/02_phi.ipynb #6be8ea22
 def _description(meta:Path) -> dict:

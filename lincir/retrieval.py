@@ -4,6 +4,7 @@
 
 # %% ../nbs/07b_retrieval.ipynb #e511af99
 from __future__ import annotations
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -15,7 +16,9 @@ from .ranking import TensorGallery, topk
 from .store import encode_batches, open_store
 
 # %% auto #0
-__all__ = ['DEFAULT_TEMPLATE', 'METHODS', 'Query', 'image_features', 'check_template', 'fill', 'query_features', 'Prediction',
+__all__ = ['DEFAULT_TEMPLATE', 'METHODS', 'QUERY_BASES', 'QUERY_OPTIONS', 'SLERP_DEFAULT', 'TEXT_MEANS', 'Query',
+           'image_features', 'check_template', 'fill', 'gap_centre', 'project_to_text', 'centre_cosine', 'slerp',
+           'QueryMethod', 'parse_method', 'GapStatistics', 'image_statistics', 'query_features', 'Prediction',
            'predict']
 
 # %% ../nbs/07b_retrieval.ipynb #7e79d019
@@ -78,6 +81,129 @@ def fill(template:str, caption:str) -> str:
     "The template with the caption in; `$` is removed from the caption so the template's `$` is the only placeholder."
     return template.replace('{caption}', caption.replace('$', '').strip())
 
+# %% ../nbs/07b_retrieval.ipynb #993d0584
+def gap_centre(v:torch.Tensor, image_mean:torch.Tensor, text_mean:torch.Tensor,
+               image_std:torch.Tensor|None=None, text_std:torch.Tensor|None=None, # given: the spread is matched too
+              ) -> torch.Tensor:
+    "Raw image embeddings moved by the gap between the modalities' means: `v - mu_img + mu_txt` (`/ sd_img * sd_txt` inside)."
+    c = v - image_mean
+    return (c if image_std is None else c / image_std * text_std) + text_mean
+
+def project_to_text(v:torch.Tensor, memory:torch.Tensor, # [m, d] raw caption embeddings
+                    tau:float, chunk:int=4096) -> torch.Tensor:
+    "Each row of `v` replaced by the softmax(cosine / tau)-weighted mean of the memory's raw embeddings (DeCap)."
+    mn = F.normalize(memory, dim=-1)
+    return torch.cat([torch.softmax(F.normalize(x, dim=-1) @ mn.T / tau, dim=-1) @ memory for x in v.split(chunk)])
+
+def centre_cosine(x:torch.Tensor, mean:torch.Tensor) -> torch.Tensor:
+    "Normalised embeddings, centred on a modality's normalised mean, normalised again."
+    return F.normalize(F.normalize(x, dim=-1) - mean, dim=-1)
+
+def slerp(a:torch.Tensor, b:torch.Tensor, t:float, eps:float=1e-6) -> torch.Tensor:
+    "Spherical interpolation from norm(a) (t=0) to norm(b) (t=1), row by row."
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    w = torch.arccos((a * b).sum(-1, keepdim=True).clamp(-1 + eps, 1 - eps))
+    return F.normalize((torch.sin((1 - t) * w) * a + torch.sin(t * w) * b) / torch.sin(w), dim=-1)
+
+# %% ../nbs/07b_retrieval.ipynb #4df4d181
+QUERY_BASES = (*METHODS, 'slerp')
+QUERY_OPTIONS = {  # option -> (default value (None: a flag), the bases it applies to)
+    'centre': (None, ('lincir',)), 'spread': (None, ('lincir',)), 'project': (0.002, ('lincir',)), 'ensemble': (0.7, ('lincir',)),
+    'centred_cosine': (None, QUERY_BASES), 'corpus': ('', QUERY_BASES), 'text_mean': ('recorded', QUERY_BASES)}
+SLERP_DEFAULT = 0.8  # the text weight of `slerp` when none is given
+TEXT_MEANS = ('recorded', 'corpus')  # mu_txt: the Phi's record (else the corpus estimate), or always the corpus estimate
+
+@dataclass(frozen=True)
+class QueryMethod:
+    "A method parsed from `base+option[=value]+...`: a baseline, LinCIR, or either with the query-time options."
+    base: str
+    slerp: float|None = None # text weight of the `slerp` base
+    centre: bool = False
+    spread: bool = False # match the per-dimension spread too (with centre)
+    project: float|None = None # temperature of the text-memory projection
+    ensemble: float|None = None # weight of the LinCIR query against the image+text sum
+    centred_cosine: bool = False
+    corpus: str = '' # caption corpus of the text memory / mu_txt estimate ('' = the default for the backbone)
+    text_mean: str = 'recorded'
+
+    @property
+    def needs_text(self) -> bool: return self.centre or self.project is not None or self.centred_cosine
+    @property
+    def needs_images(self) -> bool: return self.centre or self.centred_cosine
+
+    def __str__(self) -> str:
+        "The canonical name: options in a fixed order, values explicit (so the name is the method's identity)."
+        parts = [self.base if self.slerp is None else f'slerp={self.slerp:g}']
+        if self.centre: parts.append('centre')
+        if self.spread: parts.append('spread')
+        if self.project is not None: parts.append(f'project={self.project:g}')
+        if self.ensemble is not None: parts.append(f'ensemble={self.ensemble:g}')
+        if self.centred_cosine: parts.append('centred_cosine')
+        if self.needs_text and self.corpus: parts.append(f'corpus={self.corpus}')
+        if self.needs_text and self.text_mean != 'recorded': parts.append(f'text_mean={self.text_mean}')
+        return '+'.join(parts)
+
+def _value(name, v, spec):
+    if name in ('corpus', 'text_mean'):
+        if name == 'text_mean' and v not in TEXT_MEANS: raise ValueError(f"method {spec!r}: text_mean={v}: choose one of {TEXT_MEANS}")
+        return v
+    try: x = float(v)
+    except ValueError: raise ValueError(f"method {spec!r}: {name}={v!r} is not a number") from None
+    ok = x > 0 if name == 'project' else 0 <= x <= 1
+    if not ok: raise ValueError(f"method {spec!r}: {name}={v} out of range ({'> 0' if name == 'project' else 'in [0, 1]'})")
+    return x
+
+def parse_method(spec) -> QueryMethod:
+    "`QueryMethod` from a name such as `lincir+centre+project=0.002+centred_cosine` (a `QueryMethod` passes through)."
+    if isinstance(spec, QueryMethod): return spec
+    base, *opts = str(spec).strip().split('+')
+    base, _, a = base.partition('=')
+    if base not in QUERY_BASES: raise ValueError(f"unknown method {spec!r}: the base (before any '+') is one of {QUERY_BASES}")
+    if a and base != 'slerp': raise ValueError(f"method {spec!r}: only slerp takes a value (slerp=A)")
+    kw = dict(slerp=_value('slerp', a, spec) if a else SLERP_DEFAULT) if base == 'slerp' else {}
+    for o in opts:
+        name, eq, v = o.partition('=')
+        if name not in QUERY_OPTIONS: raise ValueError(f"method {spec!r}: unknown option {name!r}; options: {', '.join(QUERY_OPTIONS)}")
+        default, bases = QUERY_OPTIONS[name]
+        if base not in bases: raise ValueError(f"method {spec!r}: option {name!r} applies to {', '.join(bases)} only")
+        if name in kw: raise ValueError(f"method {spec!r}: option {name!r} given twice")
+        if default is None and eq: raise ValueError(f"method {spec!r}: option {name!r} takes no value")
+        kw[name] = True if default is None else _value(name, v, spec) if eq else default
+    if kw.get('spread') and not kw.get('centre'): raise ValueError(f"method {spec!r}: spread matches the spread of centring: add centre")
+    return QueryMethod(base, **kw)
+
+# %% ../nbs/07b_retrieval.ipynb #5ab11587
+@dataclass
+class GapStatistics:
+    "What the query-time options read: each modality's means and the text memory of `project` (float32, CPU)."
+    text_mean: torch.Tensor|None = None # [d] raw mean text embedding of Phi's training corpus (or of a corpus standing in)
+    text_normalised_mean: torch.Tensor|None = None # [d] mean of the L2-normalised text embeddings
+    text_std: torch.Tensor|None = None # [d] per-dimension standard deviation of the raw text embeddings (`spread`)
+    memory: torch.Tensor|None = None # [m, d] raw caption embeddings (`project`)
+    image_mean: torch.Tensor|None = None # [d] raw mean embedding of the images searched (`predict` fills it)
+    image_normalised_mean: torch.Tensor|None = None # [d] mean of their L2-normalised embeddings
+    image_std: torch.Tensor|None = None # [d] per-dimension standard deviation of their raw embeddings
+    text_source: str = '' # where the text means come from: said in the evaluation's record
+
+def image_statistics(feats:torch.Tensor) -> dict:
+    "The image means of `GapStatistics` from raw image embeddings `[n, d]`."
+    feats = feats.float().cpu()
+    return dict(image_mean=feats.mean(0), image_normalised_mean=F.normalize(feats, dim=-1).mean(0), image_std=feats.std(0))
+
+def _needs(m:QueryMethod, stats:GapStatistics|None, images:bool=True):
+    want = (['text_mean'] if m.centre else []) + (['text_std'] if m.spread else []) + (['memory'] if m.project is not None else []) + \
+           (['text_normalised_mean'] if m.centred_cosine and m.base != 'image' else [])
+    if images: want += (['image_mean'] if m.centre else []) + (['image_std'] if m.spread else []) + (['image_normalised_mean'] if m.centred_cosine else [])
+    missing = [k for k in want if stats is None or getattr(stats, k) is None]
+    if missing: raise ValueError(f"method {str(m)!r} needs {', '.join(missing)} (pass `stats`: a `GapStatistics`, "
+                                 "e.g. from `lincir.evaluation.gap_statistics`)")
+
+def _modality_mean(m:QueryMethod, s:GapStatistics) -> torch.Tensor:
+    "The normalised mean of the modality a query of base `m.base` lives in (`centred_cosine`)."
+    w = {'image': 1.0, 'sum': 0.5, 'slerp': 1 - (m.slerp or 0)}.get(m.base, 0.0)  # the image's share
+    if w == 0: return s.text_normalised_mean
+    return s.image_normalised_mean if w == 1 else w * s.image_normalised_mean + (1 - w) * s.text_normalised_mean
+
 # %% ../nbs/07b_retrieval.ipynb #1762b7d7
 def _texts(bb, texts, pseudo=None):
     "Raw text embeddings, float32 on CPU."
@@ -101,17 +227,8 @@ def _pseudo(phi, feats):
     return out
 
 # %% ../nbs/07b_retrieval.ipynb #441852e7
-@torch.inference_mode()
-def query_features(bb:Backbone,
-                   method:str, # lincir, image, text, sum or upper
-                   queries:list[Query],
-                   ref_feats:torch.Tensor, # [q, d] raw embeddings of each query's reference image
-                   phi:torch.nn.Module|None=None, # maps raw image embeddings [n, d] to pseudo tokens [n, w]
-                   templates:list[str]=(DEFAULT_TEMPLATE,),
-                   l2_normalize:bool=False, # normalise image embeddings before Phi (if Phi was trained so)
-                   batch_size:int=256) -> torch.Tensor:
-    "L2-normalised query embeddings `[q, d]` (float32, on CPU)."
-    if method not in METHODS: raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+def _base_query(bb, method, queries, ref, phi, templates, l2_normalize, batch_size):
+    "Queries of a base method (lincir, image, text, sum, upper) from raw reference embeddings `ref`."
     if method == 'lincir' and phi is None: raise ValueError("method 'lincir' needs a Phi (pass `phi`)")
     templates = [check_template(t) for t in templates] if method == 'lincir' else ['{caption}']
     for q in queries:
@@ -119,16 +236,45 @@ def query_features(bb:Backbone,
         if method in ('lincir', 'text', 'sum') and not q.captions: raise ValueError(f"query {q.id} has no caption")
     out = []
     for s in range(0, len(queries), batch_size):
-        qs, ref = queries[s:s+batch_size], ref_feats[s:s+batch_size].float().cpu()
-        img = F.normalize(ref, dim=-1)
+        qs, r = queries[s:s+batch_size], ref[s:s+batch_size].float().cpu()
+        img = F.normalize(r, dim=-1)
         if method == 'image': out.append(img); continue
         if method == 'upper': out.append(F.normalize(_texts(bb, [q.target_caption for q in qs]), dim=-1)); continue
         owner = [n for n, q in enumerate(qs) for t in templates for c in q.captions]
         texts = [fill(t, c) for q in qs for t in templates for c in q.captions]
-        pseudo = _pseudo(phi, img if l2_normalize else ref)[owner] if method == 'lincir' else None
+        pseudo = _pseudo(phi, img if l2_normalize else r)[owner] if method == 'lincir' else None
         f = _pool(_texts(bb, texts, pseudo), owner, len(qs))
         out.append(F.normalize(img + f, dim=-1) if method == 'sum' else f)
     return torch.cat(out) if out else torch.empty(0, bb.embed_dim)
+
+@torch.inference_mode()
+def query_features(bb:Backbone,
+                   method:str|QueryMethod, # lincir, image, text, sum, upper or slerp, with options (`parse_method`)
+                   queries:list[Query],
+                   ref_feats:torch.Tensor, # [q, d] raw embeddings of each query's reference image
+                   phi:torch.nn.Module|None=None, # maps raw image embeddings [n, d] to pseudo tokens [n, w]
+                   templates:list[str]=(DEFAULT_TEMPLATE,),
+                   l2_normalize:bool=False, # normalise image embeddings before Phi (if Phi was trained so)
+                   batch_size:int=256,
+                   stats:GapStatistics|None=None, # the means and text memory the query-time options read
+                  ) -> torch.Tensor:
+    "L2-normalised query embeddings `[q, d]` (float32, on CPU)."
+    m = parse_method(method)
+    _needs(m, stats)
+    ref = ref_feats.float().cpu()
+    base = lambda name, x: _base_query(bb, name, queries, x, phi, templates, l2_normalize, batch_size)
+    if m.base == 'slerp': q = slerp(ref, base('text', ref), m.slerp)
+    elif m.base == 'lincir':
+        spread = (stats.image_std, stats.text_std) if m.spread else ()
+        x = gap_centre(ref, stats.image_mean, stats.text_mean, *spread) if m.centre else ref
+        q = base('lincir', project_to_text(x, stats.memory, m.project) if m.project is not None else x)
+    else: q = base(m.base, ref)
+    if m.centred_cosine: q = centre_cosine(q, _modality_mean(m, stats))
+    if m.ensemble is not None:
+        s = base('sum', ref)
+        if m.centred_cosine: s = centre_cosine(s, (stats.image_normalised_mean + stats.text_normalised_mean) / 2)
+        q = F.normalize(m.ensemble * q + (1 - m.ensemble) * s, dim=-1)
+    return q
 
 # %% ../nbs/07b_retrieval.ipynb #c38fd9e8
 @dataclass
@@ -160,10 +306,12 @@ def predict(bb:Backbone,
             top_k:int|None=50, # ranking length kept per query (None: whole gallery)
             batch_size:int=64, skip_bad:bool=False, cache:bool=True, progress:bool=True,
             features:tuple|None=None, # `image_features(bb, images)` computed before, reused (e.g. in validation)
+            stats:GapStatistics|None=None, # text means and memory of the query-time options; the image means are filled here
            ) -> Prediction:
     "Rank each query's gallery with `method`: the one prediction loop behind every benchmark."
-    if method not in METHODS: raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if method == 'lincir' and phi is None: raise ValueError("method 'lincir' needs a Phi (pass `phi`)")
+    m = parse_method(method)
+    if m.base == 'lincir' and phi is None: raise ValueError("method 'lincir' needs a Phi (pass `phi`)")
+    _needs(m, stats, images=False)
     needed = _needed_ids(queries, galleries)
     missing = [i for i in needed if i not in images]
     if missing: raise KeyError(f"image {missing[0]!r} is used by a query or gallery but has no file")
@@ -175,13 +323,15 @@ def predict(bb:Backbone,
     unknown = [i for i in needed if i not in pos and i not in bad_set]
     if unknown: raise KeyError(f"`features` lack image {unknown[0]!r}")
     kept = [q for q in queries if q.reference in pos]
-    qf = query_features(bb, method, kept, feats[[pos[q.reference] for q in kept]], phi, templates, l2_normalize)
+    if m.needs_images: stats = dataclasses.replace(stats, **image_statistics(feats))  # the images searched, unlabelled
+    qf = query_features(bb, m, kept, feats[[pos[q.reference] for q in kept]], phi, templates, l2_normalize, stats=stats)
     dev = bb.device
     rankings, subsets = {}, {}
     for key in dict.fromkeys(q.gallery for q in kept):
         gids = [i for i in galleries[key] if i in pos]
         gpos = {i: n for n, i in enumerate(gids)}
         gf = feats[[pos[i] for i in gids]].to(dev)
+        if m.centred_cosine: gf = centre_cosine(gf, stats.image_normalised_mean.to(dev))
         sel = [n for n, q in enumerate(kept) if q.gallery == key]
         ex = [[gpos[i] for i in kept[n].exclude if i in gpos] for n in sel]
         _, top = topk(qf[sel], TensorGallery(gf), len(gids) if top_k is None else top_k, ex)

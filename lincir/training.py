@@ -15,12 +15,12 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .backbone import Backbone, load_backbone
+from .backbone import Backbone, encode_text, load_backbone
 from .batches import BatchSampler, length_chunks
 from .captions import TokenArrays, corpus_identity, masked_corpus, token_arrays
 from .distributed import barrier, setup_distributed
 from .evaluation import make_validator
-from .phi import Phi, save_phi
+from .phi import TEXT_MEAN_CAPTIONS, Phi, save_phi, text_statistics
 from .run_folder import (check_corpus, check_run_folder, load_checkpoint, lock_run_folder, log_row, not_finite,
                                plot_run, record_run, save_best, save_checkpoint, sync_phi, truncate_metrics, what_is_kept)
 from .smp import sample_noise, smp_loss
@@ -28,7 +28,7 @@ from .train_config import TrainConfig, parse_args
 
 # %% auto #0
 __all__ = ['resolved_precision', 'mixed_precision', 'lr_at', 'ema_decay', 'step_noise', 'train_step', 'StopRequested',
-           'StopSignals', 'TrainState', 'train', 'main']
+           'StopSignals', 'TrainState', 'corpus_text_statistics', 'train', 'main']
 
 # %% ../nbs/06c_training.ipynb #922e4dea
 def resolved_precision(device:torch.device, precision:str) -> str:
@@ -160,13 +160,17 @@ class TrainState:
     @property
     def weights(self) -> Phi: return self.ema if self.ema is not None else self.phi  # what is validated and used
 
-def _start(cfg:TrainConfig, bb:Backbone, dev:torch.device, rank:int, world:int) -> TrainState:
+def _start(cfg:TrainConfig, bb:Backbone, dev:torch.device, rank:int, world:int,
+           text_stats:dict|None=None, # the corpus's text means, saved with every Phi (`lincir.phi.text_statistics`)
+          ) -> TrainState:
     "Phi, its EMA, AdamW and mixed precision, the same on every process; restored from the run's checkpoint if it has one."
     run = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)  # identical initial Phi on every rank
     phi = Phi.for_backbone(bb, dropout=cfg.dropout).to(dev)
     ema = Phi.for_backbone(bb, dropout=cfg.dropout).to(dev).requires_grad_(False) if cfg.ema else None
     if ema is not None: ema.load_state_dict(phi.state_dict())
+    for net in (phi, ema):
+        if net is not None: net.text_statistics = text_stats
     opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ctx, scaler = mixed_precision(dev, cfg.precision)
     restored = load_checkpoint(run, phi, ema, opt, scaler)
@@ -278,6 +282,14 @@ def _corpus(cfg:TrainConfig, bb:Backbone, rank:int, corpus, check) -> tuple[Toke
     if rank == 0: barrier()
     return token_arrays(ds), corpus_identity(ds)
 
+@torch.inference_mode()
+def corpus_text_statistics(bb:Backbone, data:TokenArrays, source:str, n:int=TEXT_MEAN_CAPTIONS, batch_size:int=1000) -> dict:
+    "`text_statistics` of up to `n` captions spread evenly over the corpus (unmasked), recorded with the Phi for gap correction."
+    idx = np.unique(np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(np.int64))
+    emb = torch.cat([encode_text(bb, data.batch(idx[a:a+batch_size], bb.device)[0]).float().cpu()
+                     for a in range(0, len(idx), batch_size)])
+    return text_statistics(emb, f"{len(idx)} of the training captions ({source})")
+
 def _default_validator(cfg:TrainConfig, bb:Backbone):
     if not cfg.val_benchmark: return None
     return make_validator(cfg.val_benchmark, bb, split=cfg.val_split, max_queries=cfg.val_max_queries,
@@ -323,7 +335,7 @@ def _train(cfg:TrainConfig, corpus, validator, progress:bool, rank:int, world:in
     data, identity = _corpus(cfg, bb, rank, corpus, partial(check_corpus, run, recorded))
     _check_batch(cfg, world, len(data))
     if writer: record_run(run, cfg, bb, identity, taken)  # settings and corpus all checked: the folder is this run's
-    st = _start(cfg, bb, dev, rank, world)
+    st = _start(cfg, bb, dev, rank, world, corpus_text_statistics(bb, data, ', '.join(map(str, cfg.captions))))
     sampler = BatchSampler(data.length, cfg.batch_size, cfg.seed, cfg.batching)
     window, bar = [], tqdm(total=cfg.steps, initial=st.step, desc='training', disable=not (progress and writer))
     with bar, StopSignals() as stop:
