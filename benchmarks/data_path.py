@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lincir.captions import ARRAYS, TokenArrays
-from lincir.training import BatchSampler, epoch_batches, random_batches
+from lincir.batches import BatchSampler, epoch_batches, random_batches
 
 
 def write_synthetic(folder:Path, n:int, width:int=77, rows:int=1_000_000, seed:int=0):

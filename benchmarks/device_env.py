@@ -10,7 +10,7 @@ too and reported, unless `--never` names it. Building it takes about a second an
 Used by tests/test_gpu_script.py to rehearse `benchmarks/gpu.sh`; by hand:
     python benchmarks/device_env.py /tmp/device && PYTHON=/tmp/device/bin/python bash benchmarks/gpu.sh --device cpu --dry-run
 """
-import argparse, importlib.metadata as md, os, re, subprocess, sys, sysconfig
+import argparse, importlib.metadata as md, re, subprocess, sys, sysconfig
 from pathlib import Path
 
 PACKAGES = Path(__file__).with_name('device_packages.txt')

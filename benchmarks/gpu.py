@@ -20,7 +20,9 @@ from lincir.backbone import load_backbone
 from lincir.captions import TokenArrays
 from lincir.files import atomic_write_json
 from lincir.phi import Phi
-from lincir.training import BatchSampler, TrainConfig, mixed_precision, train_step
+from lincir.train_config import TrainConfig
+from lincir.batches import BatchSampler
+from lincir.training import mixed_precision, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_STEPS, RECIPE_BATCH = 20_000, 512

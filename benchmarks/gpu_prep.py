@@ -78,7 +78,7 @@ def wheels(folder:Path) -> list[Path]:
 def _tokenizers(names) -> dict:
     "open_clip's tokenizer for each backbone name (no weights needed)."
     import open_clip
-    import lincir.backbone  # registers lincir's own model configs (lincir-tiny) with open_clip
+    import lincir.backbone  # noqa: F401 -- the import registers lincir's model configs (lincir-tiny) with open_clip
     return {n: open_clip.get_tokenizer(n) for n in names}
 
 

@@ -2,7 +2,7 @@
 
 Captions from `benchmarks/mix.py` (a third CC3M-like, two thirds long prompts, a third cut at 77 tokens). Two
 measures: `mask_captions` alone in this process (cleaning, cut to 77 tokens, spaCy's tagger, its parser on the captions
-`lincir.keywords.ParseGate` picks, keyword replacement, placeholder check), and the whole cache build `masked_corpus`
+`lincir.tagging.ParseGate` picks, keyword replacement, placeholder check), and the whole cache build `masked_corpus`
 (masking, tokenising both texts, writing Arrow and the uint16 arrays) with num_proc=1 and 2 into a temporary cache.
 Also: the share of captions the gate sends to the parser, `mask_captions` with the parser on every caption (no gate),
 and `mask_captions` on captions dense in pronoun uses (`benchmarks/varied.py`), where the gate parses most of them. spaCy is loaded before the
@@ -19,8 +19,9 @@ import open_clip
 sys.path.insert(0, os.path.dirname(__file__))
 from mix import realistic_captions
 from varied import pronoun_captions, varied_captions
-from lincir import keywords as K
-from lincir.keywords import clean_caption, mask_captions, spacy_nlp, rule_counts, tag_docs
+from lincir import tagging as T
+from lincir.keywords import clean_caption, mask_captions, rule_counts
+from lincir.tagging import spacy_nlp, tag_docs
 
 
 def best(fn, repeat, clock=time.perf_counter):
@@ -49,9 +50,9 @@ def main():
     print(f"mask_captions, one process: {res['mask_captions_per_s']} captions/s wall, {res['mask_captions_per_cpu_s']} per CPU-second ({res['rules']})")
     texts = [clean_caption(c, tok) for c in caps]
     res['parsed_share'] = round(sum(d.has_annotation('DEP') for d in tag_docs(texts)[0]) / args.n, 4)
-    gate, K.parse_gate = K.parse_gate, lambda nlp: None  # the parser on every caption
+    gate, T.parse_gate = T.parse_gate, lambda nlp: None  # the parser on every caption
     try: res['mask_captions_parser_everywhere_per_cpu_s'] = round(args.n / best(lambda: mask_captions(caps, tok), 1, time.process_time), 1)
-    finally: K.parse_gate = gate
+    finally: T.parse_gate = gate
     dense = [c for c in varied_captions() if isinstance(c, str)] + pronoun_captions(args.n // 4, seed=1)
     res['pronoun_dense_captions'] = len(dense)
     dense_docs = tag_docs([clean_caption(c, tok) for c in dense])[0]

@@ -5,7 +5,7 @@ about 0.7), as real image embeddings cluster by content. Two query sets: *near* 
 (cosine about 0.9 to their source), as a composed query that lands near some images; *far* queries have cosine about
 0.5 to their source, as a query from the text side of CLIP's modality gap, whose neighbours are less concentrated
 (timed on the near set; recall reported for both). Written as fp16 shards with `FeatureStore.add`, searched
-with `StoreView.topk` (exact) and `StoreView.ann_topk` (faiss index chosen by `ann_kind`). Reported per size: build
+with `lincir.ranking.topk`, exact and through a faiss index (chosen by `ann_kind`). Reported per size: build
 time, resident memory the search adds (RSS, which counts the memory-mapped pages it touched), query latency for one
 query at a time (median over the queries after one warm-up), and the approximate recall@10 against exact.
 Usage: nice -n 10 python benchmarks/search.py [--sizes 10000 100000 1000000] [--queries 30] [--work /tmp/lincir-search]
@@ -19,7 +19,8 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import numpy as np
 import torch
 
-from lincir.store import FeatureStore, StoreView, ann_index, ann_kind
+from lincir.ranking import ann_index, ann_kind, topk
+from lincir.store import FeatureStore, StoreView
 
 
 def rss_mb() -> float:
@@ -45,7 +46,7 @@ def timed(f, qs):
     ts, cpu, out = [], [], []
     for i in range(len(qs)):
         t, c = time.perf_counter(), time.process_time()
-        out.append(f(qs[i:i+1])[0][0])
+        out.append(f(qs[i:i+1])[1][0].tolist())  # topk's positions of the one query
         ts.append(time.perf_counter() - t); cpu.append(time.process_time() - c)
     return out, 1000 * float(np.median(ts)), 1000 * float(np.min(ts)), 1000 * float(np.median(cpu))
 
@@ -83,15 +84,15 @@ def main():
         far = torch.from_numpy(src + rng.standard_normal(src.shape, dtype=np.float32) * 1.73 / np.sqrt(args.dim))
         fp16_mb = n * args.dim * 2 / 2**20
         m0 = rss_mb()
-        exact, exact_ms, exact_min, exact_cpu = timed(lambda q: view.topk(q, args.k), qs)
+        exact, exact_ms, exact_min, exact_cpu = timed(lambda q: topk(q, view, args.k), qs)
         exact_mem = rss_mb() - m0
         kind = ann_kind(n)
         m0 = rss_mb(); t, c = time.perf_counter(), time.process_time(); index = ann_index(view, kind)
         build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
         ann_mem = rss_mb() - m0
-        approx, ann_ms, ann_min, ann_cpu = timed(lambda q: view.ann_topk(q, args.k, index=index), qs)
+        approx, ann_ms, ann_min, ann_cpu = timed(lambda q: topk(q, view, args.k, ann=index), qs)
         recall = float(np.mean([len(set(a) & set(e)) / args.k for a, e in zip(approx, exact)]))
-        far_exact, far_approx = view.topk(far, args.k)[0], view.ann_topk(far, args.k, index=index)[0]
+        far_exact, far_approx = topk(far, view, args.k)[1].tolist(), topk(far, view, args.k, ann=index)[1].tolist()
         recall_far = float(np.mean([len(set(a) & set(e)) / args.k for a, e in zip(far_approx, far_exact)]))
         r = dict(n=n, d=args.dim, fp16_mb=round(fp16_mb, 1), shards=len(st.shards), write_s=round(write_s, 1),
                  exact_ms_median=round(exact_ms, 1), exact_ms_min=round(exact_min, 1), exact_cpu_ms=round(exact_cpu, 1), exact_rss_mb=round(exact_mem, 1),

@@ -27,7 +27,9 @@ from lincir.keywords import mask_captions
 from lincir.phi import Phi
 from lincir.shapes import grammar_captions
 from lincir.smp import smp_loss
-from lincir.training import TrainConfig, length_chunks, mixed_precision, random_batches, step_noise, train_step
+from lincir.train_config import TrainConfig
+from lincir.batches import length_chunks, random_batches
+from lincir.training import mixed_precision, step_noise, train_step
 
 VARIANTS = {'A': 'straightforward: mask per step, 77 tokens', 'B': 'masking cached, 77 tokens',
             'C': 'masking cached, batch cut to its longest', 'D': 'ours: masking cached, chunked'}

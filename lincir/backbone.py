@@ -8,23 +8,22 @@ import difflib, os, socket, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import open_clip
 import lincir
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transformer import QuickGELU, text_global_pool
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CONFIG_DIR', 'PREPROCESSINGS', 'encode_text_with_pseudo_tokens', 'TARGETPAD_RATIO', 'data_dir', 'cache_dir',
-           'local_model_names', 'BackboneError', 'resolve_pretrained', 'placeholder_token_id', 'tower_activations',
-           'Backbone', 'pretrained_quick_gelu', 'load_backbone', 'tokenize_with_placeholders', 'used_length',
-           'encode_text', 'open_image', 'input_side', 'encode_images', 'TargetPad', 'targetpad_transform',
-           'with_preprocess']
+           'local_model_names', 'BackboneError', 'hub_reachable', 'resolve_pretrained', 'placeholder_token_id',
+           'tower_activations', 'Backbone', 'pretrained_quick_gelu', 'load_backbone', 'tokenizer_of',
+           'tokenize_with_placeholders', 'used_length', 'encode_text', 'input_side', 'encode_images', 'TargetPad',
+           'targetpad_transform', 'with_preprocess']
 
 # %% ../nbs/00_backbone.ipynb #aa4dc68e
 _PKG = Path(lincir.__file__).resolve().parent
@@ -52,7 +51,8 @@ class BackboneError(ValueError):
 
 def _close(name, options): return ', '.join(difflib.get_close_matches(name, options, n=5, cutoff=0.4)) or 'none'
 
-def _hub_reachable(host='huggingface.co', timeout=3.0) -> bool:
+def hub_reachable(host='huggingface.co', timeout=3.0) -> bool:
+    "Whether the Hugging Face hub can be reached now (never with `HF_HUB_OFFLINE` set)."
     if os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes'): return False
     try: socket.create_connection((host, 443), timeout=timeout).close(); return True
     except OSError: return False
@@ -80,7 +80,7 @@ def resolve_pretrained(name:str, # open_clip model name, `hf-hub:org/repo`, or a
     if name.startswith('hf-hub:'):
         from huggingface_hub import try_to_load_from_cache
         repo = name[len('hf-hub:'):]
-        if not isinstance(try_to_load_from_cache(repo, 'open_clip_config.json', cache_dir=cache_dir), str) and not _hub_reachable():
+        if not isinstance(try_to_load_from_cache(repo, 'open_clip_config.json', cache_dir=cache_dir), str) and not hub_reachable():
             raise BackboneError(f"Cannot download {name!r}: no network and not in the Hugging Face cache. Download the "
                                 f"repository on a machine with internet (huggingface-cli download {repo}) and copy it here, "
                                 "or load it from a folder with `local-dir:/path/to/folder`.")
@@ -104,7 +104,7 @@ def resolve_pretrained(name:str, # open_clip model name, `hf-hub:org/repo`, or a
         raise BackboneError(f"{name!r} has no pretrained tag {pretrained!r}. Known tags: {', '.join(tags) or 'none'}; "
                             "or pass the path of a local checkpoint file.")
     cfg = open_clip.get_pretrained_cfg(name, pretrained)
-    if not _weights_cached(cfg, cache_dir) and not _hub_reachable():
+    if not _weights_cached(cfg, cache_dir) and not hub_reachable():
         raise BackboneError(f"Cannot download the weights of {name!r} (pretrained={pretrained!r}): no network "
                             f"and not in the cache. On a machine with internet run "
                             f"`python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{pretrained}')\"` "
@@ -217,6 +217,10 @@ def load_backbone(name:str, # open_clip name (`ViT-L-14`), `hf-hub:org/repo`, or
     return bb if preprocess == 'clip' else with_preprocess(bb, preprocess)
 
 # %% ../nbs/00_backbone.ipynb #48080d2b
+def tokenizer_of(bb_or_tokenizer):
+    "The open_clip tokenizer of a `Backbone`, or the tokenizer itself."
+    return bb_or_tokenizer.tokenizer if isinstance(bb_or_tokenizer, Backbone) else bb_or_tokenizer
+
 def tokenize_with_placeholders(bb:Backbone, texts:list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     "Token ids and the boolean mask of placeholder positions."
     tokens = bb.tokenize(texts)
@@ -262,51 +266,21 @@ def encode_text(bb:Backbone,
 encode_text_with_pseudo_tokens = encode_text  # the name the LinCIR paper's code uses
 
 # %% ../nbs/00_backbone.ipynb #56ec7b0b
-_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
-
-def _to_rgb(im:Image.Image) -> Image.Image:
-    "RGB for any mode: 16/32-bit integer and float images scaled to 8 bits, transparency composited over white."
-    if im.mode.startswith('I') or im.mode == 'F':
-        a = np.asarray(im, dtype=np.float32)
-        top = 65535 if im.mode.startswith('I;16') or a.max(initial=0) > 255 else 255
-        top = 1 if im.mode == 'F' and a.max(initial=0) <= 1 else top
-        im = Image.fromarray((a * (255 / top)).clip(0, 255).round().astype(np.uint8), 'L')
-    if im.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or (im.mode == 'P' and 'transparency' in im.info):
-        im = im.convert('RGBA'); im = Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im)
-    return im.convert('RGB')
-
-def open_image(path, size:int|None=None, # the side the model needs: decode no larger than about twice that; None: full size
-               exif:bool=True, # apply the EXIF orientation (False: pixels as stored, e.g. for boxes given in stored coordinates)
-              ) -> Image.Image:
-    "Open an image as RGB, as it is shown, decoded no larger than needed; or raise an error that names the file."
-    try:
-        with Image.open(path) as im:
-            if im.width * im.height > Image.MAX_IMAGE_PIXELS:
-                raise ValueError(f"{im.width}x{im.height} pixels is above the {Image.MAX_IMAGE_PIXELS} pixel limit (Image.MAX_IMAGE_PIXELS)")
-            orient = im.getexif().get(0x0112) if exif else None
-            if size and im.format == 'JPEG': im.draft(im.mode if im.mode in ('L', 'RGB') else None, (2 * size, 2 * size))
-            out = im
-            if size and min(im.size) // (2 * size) >= 2:
-                out = (im if im.mode in ('L', 'RGB', 'RGBA', 'LA') else _to_rgb(im)).reduce(min(im.size) // (2 * size))
-            out = _to_rgb(out)
-            return out.transpose(_ORIENT[orient]) if orient in _ORIENT else out
-    except Exception as e:
-        raise ValueError(f"Cannot read image {path}: {e}. Re-download or remove this file.") from e
-
 def input_side(bb:Backbone) -> int:
     "The side of the square image the backbone's image transform produces."
     s = getattr(getattr(bb.model, 'visual', None), 'image_size', 224)
     return int(max(s) if isinstance(s, (tuple, list)) else s)
 
 @torch.inference_mode()
-def encode_images(bb:Backbone, images:list, # PIL images or paths
+def encode_images(bb:Backbone, images:list[Image.Image], # RGB images (`lincir.images.open_image` opens files)
                   batch_size:int=64, progress:bool=True) -> torch.Tensor:
     "Raw (unnormalised) image embeddings `[n, d]` (float32, on CPU)."
+    if bad := [im for im in images if not isinstance(im, Image.Image)][:1]:
+        raise TypeError(f"encode_images takes PIL images, got {type(bad[0]).__name__} {str(bad[0])[:80]!r}: open files with "
+                        "lincir.images.open_image(path, input_side(bb))")
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc='encoding images', disable=not progress, leave=False):
-        batch = [im if isinstance(im, Image.Image) else open_image(im, input_side(bb)) for im in images[i:i+batch_size]]
-        pixels = torch.stack([bb.preprocess(im) for im in batch]).to(bb.device, bb.dtype)
+        pixels = torch.stack([bb.preprocess(im) for im in images[i:i+batch_size]]).to(bb.device, bb.dtype)
         out.append(bb.model.encode_image(pixels).float().cpu())
     return torch.cat(out) if out else torch.empty(0, bb.embed_dim)
 

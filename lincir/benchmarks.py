@@ -9,18 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
 from PIL import Image
 
-from .backbone import Backbone, open_image
+from .images import file_key, open_image
 from .metrics import by_group, cirr_metrics, circo_metrics, fashioniq_metrics, genecis_metrics, map_at_k
-from .retrieval import DEFAULT_TEMPLATE, Prediction, Query, file_key, image_features, predict
+from .retrieval import Prediction, Query
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'FIQ_CATEGORIES', 'GENECIS_TASKS', 'BENCHMARKS', 'DEFAULT_SPLITS', 'VALIDATION_SPLITS', 'HEADLINES',
            'LayoutError', 'read_json', 'get', 'Benchmark', 'load_cirr', 'load_circo', 'fiq_captions', 'load_fashioniq',
-           'square_crop', 'Crop', 'load_genecis', 'shapes_root', 'load_benchmark', 'evaluate', 'metric_names',
-           'Validator', 'make_validator']
+           'square_crop', 'Crop', 'load_genecis', 'shapes_root', 'load_benchmark']
 
 # %% ../nbs/09_benchmarks.ipynb #c2681c75
 LAYOUTS = {
@@ -347,62 +345,3 @@ def load_benchmark(name:str, # shapes, cirr, circo, fashioniq or genecis
     if name not in BENCHMARKS: raise ValueError(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
     if root in (None, '') and name != 'shapes': raise ValueError(f"{name}: give the dataset folder. Layout: {LAYOUTS[name]}")
     return BENCHMARKS[name](shapes_root() if root in (None, '') else root, split or DEFAULT_SPLITS[name])
-
-# %% ../nbs/09_benchmarks.ipynb #f5ce1dd5
-@torch.inference_mode()
-def evaluate(bench:Benchmark, bb:Backbone, method:str='lincir',
-             phi:torch.nn.Module|None=None,
-             templates:list[str]=(DEFAULT_TEMPLATE,),
-             skip_bad:bool=False, # leave out unreadable images (counted in the metrics) instead of raising
-             l2_normalize:bool=False, # Phi trained on normalised embeddings
-             features=None, # precomputed `image_features(...)` of `bench`'s images, to reuse across calls
-             **kwargs) -> tuple[dict, Prediction]: # passed to `predict` (batch_size, cache, progress)
-    "Metrics (with counts) and the prediction of `method` on `bench`."
-    missing = bench.check_files(skip_bad) if features is None else []
-    gone = set(missing)
-    images = {i: s for i, s in bench.images.items() if i not in gone}
-    galleries = {k: [i for i in g if i in images] for k, g in bench.galleries.items()}
-    queries = [q for q in bench.queries if q.reference in images]
-    p = predict(bb, queries, images, galleries, method, phi, templates, l2_normalize, top_k=50, skip_bad=skip_bad,
-                features=features, **kwargs)
-    p.skipped_images = missing + p.skipped_images
-    p.skipped_queries = [q.id for q in bench.queries if q.reference not in images] + p.skipped_queries
-    m = bench.metric(bench.queries, p) if bench.metric and p.rankings else {}
-    return {**m, 'queries': len(p.rankings), 'skipped_images': len(p.skipped_images),
-            'skipped_queries': len(p.skipped_queries)}, p
-
-# %% ../nbs/09_benchmarks.ipynb #f0786b4b
-def metric_names(bench:Benchmark) -> list[str]:
-    "The names of the metrics `bench` reports (none for a split without ground truth); cheap: no image is read."
-    if bench.metric is None or not bench.queries: return []
-    qs = bench.queries
-    p = Prediction({q.id: q.targets[:1] for q in qs}, {q.id: q.targets[:1] for q in qs if q.subset is not None}, [], [])
-    return list(bench.metric(qs, p))
-
-# %% ../nbs/09_benchmarks.ipynb #9310f28e
-class Validator:
-    "`validator(phi) -> metrics` of LinCIR on one benchmark split; `headline` names the selection metric."
-    def __init__(self, bench:Benchmark, bb:Backbone, templates=(DEFAULT_TEMPLATE,), l2_normalize:bool=False, skip_bad:bool=False):
-        self.bench, self.bb, self.templates, self.l2, self.skip_bad = bench, bb, list(templates), l2_normalize, skip_bad
-        self.headline, self.metric_names = HEADLINES[bench.name], metric_names(bench)
-        missing = set(bench.check_files(skip_bad))
-        self.features = image_features(bb, {i: s for i, s in bench.images.items() if i not in missing}, skip_bad=skip_bad)
-        self.features = (self.features[0], self.features[1], sorted(missing) + self.features[2])
-
-    def __call__(self, phi:torch.nn.Module) -> dict:
-        m, _ = evaluate(self.bench, self.bb, 'lincir', phi, self.templates, self.skip_bad, self.l2,
-                        features=self.features, progress=False)
-        return m
-
-def make_validator(benchmark:str, # a name (data in the default place: shapes only) or 'name:folder', e.g. 'cirr:/data/cirr'
-                   bb:Backbone, root=None, split:str|None=None,
-                   max_queries:int|None=None, # validate on the first queries only
-                   metric:str='auto', # the selection metric: refused before any image is encoded if the benchmark lacks it
-                   **kwargs) -> Validator: # templates, l2_normalize, skip_bad
-    "A `Validator` for a benchmark split (default: its validation split, ShapesCIR `val`)."
-    name, _, folder = benchmark.partition(':')
-    split = split or VALIDATION_SPLITS.get(name)
-    bench = load_benchmark(name, root or folder or None, split).head(max_queries)
-    if metric != 'auto' and metric not in (names := metric_names(bench)):
-        raise ValueError(f"val_metric {metric!r} is not a metric of {name} ({split}); choose one of {names} or 'auto' ({HEADLINES[name]})")
-    return Validator(bench, bb, **kwargs)

@@ -12,11 +12,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from . import backbone as _backbone
-from .backbone import Backbone, cache_dir
+from .backbone import Backbone, cache_dir, hub_reachable, tokenizer_of
 from .files import atomic_write, build_folder, remove_leftovers
-from .keywords import (MASKING_VERSION, MASKINGS, Rule, mask_and_tokenize, spacy_model_id, _tokenizer, has_words,
-                             fallback_rate, rule_counts)
+from .keywords import MASKING_VERSION, MASKINGS, Rule, has_words, mask_and_tokenize, rule_counts
+from .tagging import spacy_model_id
 
 # %% auto #0
 __all__ = ['PAPER_CORPORA', 'FILE_FORMATS', 'GENERATORS', 'GENERATOR_VERSIONS', 'ARRAYS', 'CaptionError', 'register_generator',
@@ -144,7 +143,7 @@ def _offline_hint(name:str, column:str) -> str:
 
 def _read_hub(name:str, revision:str|None, column:str, split:str='train') -> Dataset:
     import datasets
-    offline = datasets.config.HF_HUB_OFFLINE or not _backbone._hub_reachable()
+    offline = datasets.config.HF_HUB_OFFLINE or not hub_reachable()
     if offline and not _hub_cached(name):
         raise CaptionError(f"Cannot load the caption dataset {name!r}: the Hugging Face Hub is not reachable "
                            f"(offline, or HF_HUB_OFFLINE=1) and the dataset is not cached. " + _offline_hint(name, column))
@@ -277,13 +276,10 @@ def _cache_folder(ds:Dataset) -> Path|None:
     return folder if folder is not None and (folder/'corpus.json').exists() else None
 
 def token_arrays(corpus) -> TokenArrays:
-    "The arrays of a masked corpus: memory-mapped from its cache entry (written there once if an older cache lacks them), else built in memory."
+    "The arrays of a masked corpus: memory-mapped from its cache entry, else built in memory."
     if isinstance(corpus, TokenArrays): return corpus
     folder = _cache_folder(corpus)
-    if folder is not None:
-        if not all((folder/f'{k}.npy').exists() for k in ARRAYS):
-            write_token_arrays(corpus, folder, json.loads((folder/'corpus.json').read_text())['key']['tokenizer'].get('vocab_size'))
-        return TokenArrays.open(folder)
+    if folder is not None: return TokenArrays.open(folder)
     cols = corpus.with_format('numpy')[:]
     n = len(corpus)
     rule = cols['rule'] if 'rule' in cols else np.zeros(n, np.int8)
@@ -291,7 +287,7 @@ def token_arrays(corpus) -> TokenArrays:
 
 # %% ../nbs/05_captions.ipynb #b9201e7f
 def _tokenizer_identity(bb_or_tokenizer) -> dict:
-    tok = _tokenizer(bb_or_tokenizer)
+    tok = tokenizer_of(bb_or_tokenizer)
     return dict(backbone=bb_or_tokenizer.name if isinstance(bb_or_tokenizer, Backbone) else None,
                 tokenizer=type(tok).__name__, context_length=tok.context_length,
                 vocab_size=getattr(tok, 'vocab_size', None) or len(getattr(tok, 'encoder', {})) or None)
@@ -322,8 +318,8 @@ def _read_cached(out:Path) -> Dataset:
     json.loads((out/'corpus.json').read_text())
     ds = load_from_disk(str(out))
     ds[:1], ds[-1:]
-    if all((out/f'{k}.npy').exists() for k in ARRAYS) and len(TokenArrays.open(out)) != len(ds):
-        raise ValueError(f"token arrays of {len(TokenArrays.open(out))} rows for {len(ds)} captions")
+    if len(arrays := TokenArrays.open(out)) != len(ds):  # every entry has them: `_build` writes them before corpus.json
+        raise ValueError(f"token arrays of {len(arrays)} rows for {len(ds)} captions")
     return ds
 
 # %% ../nbs/05_captions.ipynb #a1fc6db3
@@ -363,12 +359,12 @@ def masked_corpus(sources:list[str]|str, # files, hub names, generators (`shapes
     out = cache_dir()/'captions'/_key_hash(key)
     if refresh and out.exists(): shutil.rmtree(out)
     remove_leftovers(out.parent)  # scratch folders of killed builders (never a live one's)
-    if not out.exists(): _build(ds, _tokenizer(bb), key, out, seed, masking, num_proc, batch_size)
+    if not out.exists(): _build(ds, tokenizer_of(bb), key, out, seed, masking, num_proc, batch_size)
     try: return _read_cached(out)
     except Exception as e:
         warnings.warn(f"The masked-caption cache {out} cannot be read ({type(e).__name__}: {str(e)[:200]}); rebuilding it", stacklevel=2)
         shutil.rmtree(out, ignore_errors=True)
-        _build(ds, _tokenizer(bb), key, out, seed, masking, num_proc, batch_size)
+        _build(ds, tokenizer_of(bb), key, out, seed, masking, num_proc, batch_size)
         return _read_cached(out)
 
 def corpus_meta(ds:Dataset) -> dict:

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['OWNER_FILE', 'atomic_write', 'atomic_write_json', 'build_folder', 'finished_folder', 'remove_leftovers',
-           'RunLockedError', 'RunLock', 'FolderOwnedError', 'folder_contents', 'folder_owner', 'check_folder',
-           'claim_folder', 'replace_files']
+__all__ = ['OWNER_FILE', 'SAFE_NAME_LENGTH', 'atomic_write', 'atomic_write_json', 'build_folder', 'finished_folder',
+           'remove_leftovers', 'RunLockedError', 'RunLock', 'FolderOwnedError', 'folder_contents', 'folder_owner',
+           'check_folder', 'claim_folder', 'replace_files', 'safe_name']
 
 # %% ../nbs/00a_files.ipynb #3003ca67
 def _tmp_prefix(final:Path) -> str: return f'.{final.name}.lincir-tmp-{socket.gethostname()}.{os.getpid()}-'
@@ -93,10 +93,9 @@ def build_folder(final, # destination folder
 def finished_folder(final) -> Path|None:
     "`final` if it exists (restoring the previous version if a replacing build stopped between its renames), else None."
     final = Path(final)
-    for previous in (_previous(final), final.parent/f'.{final.name}.old'):  # the second: the name lincir used before
-        if not final.exists() and previous.exists():
-            try: previous.rename(final)
-            except OSError: pass  # another process restored it first
+    if not final.exists() and _previous(final).exists():
+        try: _previous(final).rename(final)
+        except OSError: pass  # another process restored it first
     return final if final.exists() else None
 
 # %% ../nbs/00a_files.ipynb #b8107fea
@@ -228,3 +227,10 @@ def replace_files(folder, owner:dict, paths) -> None:
         p = folder/name
         if folder.resolve() in p.resolve().parents: shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     atomic_write_json(folder/OWNER_FILE, {**rec, 'files': names})
+
+# %% ../nbs/00a_files.ipynb #a4bb601f
+SAFE_NAME_LENGTH = 60  # characters kept: the end of a long name (a checkpoint path) is where names differ
+
+def safe_name(s) -> str:
+    "`s` as one folder-name component: letters, digits, '-' and '.' kept, anything else '_', the last 60 characters."
+    return ''.join(c if c.isalnum() or c in '-.' else '_' for c in str(s))[-SAFE_NAME_LENGTH:]

@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .backbone import Backbone, encode_text

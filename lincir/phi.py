@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_phi.ipynb #92bb88b6
 from __future__ import annotations
-import json, re, tempfile
+import json, re
 from pathlib import Path
 
 import torch
@@ -15,7 +15,8 @@ from .backbone import Backbone
 from .files import atomic_write, atomic_write_json, claim_folder, folder_contents
 
 # %% auto #0
-__all__ = ['Phi', 'PhiMismatchError', 'PhiFileError', 'save_phi', 'load_phi', 'PhiImportError', 'import_phi', 'main']
+__all__ = ['Phi', 'PhiMismatchError', 'PhiFileError', 'save_phi', 'load_phi', 'resolve_phi', 'PhiImportError', 'import_phi',
+           'main']
 
 # %% ../nbs/02_phi.ipynb #90eabc6e
 class Phi(nn.Sequential):
@@ -93,6 +94,35 @@ def load_phi(path, # run folder or .safetensors file written by `save_phi`
     phi.source = str(weights)  # named by errors about its outputs
     return phi.to(device or (bb.device if bb else 'cpu')).eval()
 
+# %% ../nbs/02_phi.ipynb #6be8ea22
+def _description(meta:Path) -> dict:
+    "A Phi's JSON description or its run's config.json; an error naming the file when it cannot be read."
+    try: d = json.loads(meta.read_text())
+    except (OSError, ValueError) as e: d = e
+    if not isinstance(d, dict):
+        why = f"{type(d).__name__}: {d}" if isinstance(d, Exception) else f"it holds a {type(d).__name__}"
+        raise PhiFileError(f"{meta} is not valid JSON ({why}); it says how this Phi was trained (l2_normalize). Restore it "
+                           "from a copy, or use another checkpoint (a run's best/ or checkpoint/).")
+    return d
+
+def resolve_phi(path, # a training run folder (best/ preferred) or a .safetensors file
+               ) -> tuple[Path, bool]:
+    "(weights file, l2_normalize) for a run folder or a .safetensors file."
+    path = Path(path)
+    if path.suffix == '.safetensors':
+        if not path.exists(): raise FileNotFoundError(f"Phi checkpoint {path} not found")
+        weights = path
+    else:
+        cands = [path/'best'/'phi.safetensors', path/'phi.safetensors']
+        weights = next((p for p in cands if p.exists()), None)
+        if weights is None:
+            raise FileNotFoundError(f"No Phi in {path}: expected {cands[0]} or {cands[1]} (a run folder written by "
+                                    "nbs/train.ipynb, e.g. `make run`, or pass a .safetensors file)")
+    l2 = False  # the training run's config.json (next to phi.safetensors, or above best/) says
+    for meta in (weights.with_suffix('.json'), weights.parent/'config.json', weights.parent.parent/'config.json'):
+        if meta.exists(): l2 = l2 or bool(_description(meta).get('l2_normalize', False))
+    return weights, l2
+
 # %% ../nbs/02_phi.ipynb #db970fae
 class PhiImportError(ValueError):
     "A checkpoint that cannot be imported as a Phi, with the reason and the fix."
@@ -154,16 +184,8 @@ def import_phi(checkpoint, # a released Phi: LinCIR's lincir_large.pt, SEARLE's 
                   epoch=obj.get('epoch') if isinstance(obj, dict) and isinstance(obj.get('epoch'), (int, float)) else None)
     owner = dict(kind='phi import', what=f"an import of {source['file']} (sha256 {source['sha256'][:12]}) for {backbone} {pretrained}",
                  sha256=source['sha256'], backbone=backbone, pretrained=pretrained)
-    claim_folder(out, owner, taken=[] if _earlier_import(out, owner) else folder_contents(out))
+    claim_folder(out, owner, taken=folder_contents(out))
     return save_phi(phi, out, types.SimpleNamespace(name=backbone, pretrained=pretrained), imported_from=source)
-
-def _earlier_import(out:Path, owner:dict) -> bool:
-    "Whether `out` holds only this import, written before folders recorded their owner (its phi.json says so)."
-    if set(folder_contents(out)) != {'phi.safetensors', 'phi.json'}: return False
-    try: meta = json.loads((out/'phi.json').read_text())
-    except (OSError, ValueError): return False
-    return (isinstance(meta, dict) and isinstance(meta.get('imported_from'), dict) and meta['imported_from'].get('sha256') == owner['sha256']
-            and (meta.get('backbone'), meta.get('pretrained')) == (owner['backbone'], owner['pretrained']))
 
 # %% ../nbs/02_phi.ipynb #7720d207
 def main(argv=None):

@@ -12,26 +12,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .backbone import Backbone, encode_images, encode_text, load_backbone
-from .retrieval import DEFAULT_TEMPLATE, Query, _is_path, image_key, load_image, query_features
-from .store import _FILE_KEY, FeatureStore, StoreView, _dist, open_store
+from .backbone import Backbone, encode_images, encode_text, input_side, load_backbone
+from .distributed import barrier, rank_world, setup_distributed
+from .images import find_images, image_key, is_path, load_image, parse_file_key
+from .phi import PhiFileError, PhiMismatchError, load_phi, resolve_phi
+from .ranking import topk
+from .retrieval import DEFAULT_TEMPLATE, Query, query_features
+from .store import FeatureStore, StoreView, open_store
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'SEARCH_METHODS', 'find_images', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search',
-           'find_by_text', 'load_search_phi', 'folder_changes', 'index_folder', 'grid', 'main']
-
-# %% ../nbs/10_search.ipynb #b5fadaa4
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
-
-def find_images(folder, # searched recursively; hidden files and folders are skipped
-                suffixes=IMAGE_SUFFIXES) -> dict[str, Path]:
-    "Image files under `folder`, keyed by their path relative to it, sorted."
-    root = Path(folder).expanduser()
-    if not root.is_dir(): raise FileNotFoundError(f"image folder {root} not found")
-    files = sorted(p for p in root.rglob('*') if p.suffix.lower() in suffixes and p.is_file()
-                   and not any(part.startswith('.') for part in p.relative_to(root).parts))
-    if not files: raise FileNotFoundError(f"no images ({' '.join(suffixes)}) under {root}")
-    return {p.relative_to(root).as_posix(): p for p in files}
+__all__ = ['SEARCH_METHODS', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search', 'find_by_text',
+           'load_search_phi', 'folder_changes', 'index_folder', 'grid', 'main']
 
 # %% ../nbs/10_search.ipynb #57c09529
 def gallery_images(source:str|Path|dict='') -> dict:
@@ -86,7 +77,8 @@ def reference_features(gallery:Gallery, reference) -> torch.Tensor:
     if reference in gallery: return torch.from_numpy(gallery.view.vectors([gallery.pos[reference]]))
     if isinstance(reference, (str, Path)) and not Path(reference).is_file():
         raise FileNotFoundError(f"reference {reference!r} is neither a gallery image id nor an image file")
-    return encode_images(gallery.bb, [reference], progress=False).half().float()
+    image = reference if isinstance(reference, Image.Image) else load_image(reference, input_side(gallery.bb))
+    return encode_images(gallery.bb, [image], progress=False).half().float()
 
 # %% ../nbs/10_search.ipynb #3b0e730b
 SEARCH_METHODS = ('lincir', 'image', 'text', 'sum')
@@ -107,7 +99,7 @@ def search(gallery:Gallery,
            templates=(DEFAULT_TEMPLATE,),
            l2_normalize:bool=False, # Phi trained on normalised embeddings
            exclude_reference:bool=True, # leave the reference out when it is a gallery image
-           ann:bool=False, # approximate search through a faiss index (`lincir.store.ann_index`), for very large galleries
+           ann:bool=False, # approximate search through a faiss index (`lincir.ranking.ann_index`), for very large galleries
           ) -> list[Hit]:
     "The top `k` gallery images for `reference` modified by `caption`, best first."
     if isinstance(k, bool) or not isinstance(k, int) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -117,9 +109,10 @@ def search(gallery:Gallery,
     qf = query_features(gallery.bb, method, [q], reference_features(gallery, reference), phi, templates, l2_normalize)
     ex = {gallery.pos[reference]} if exclude_reference and reference in gallery else set()
     while True:  # a file deleted since the gallery was built is left out
-        (top,), (scores,) = (gallery.view.ann_topk if ann else gallery.view.topk)(qf, k, [ex])
-        gone = {j for j in top if _is_path(gallery.images[gallery.ids[j]]) and not Path(gallery.images[gallery.ids[j]]).exists()}
-        if not gone: return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
+        scores, top = topk(qf, gallery.view, k, [ex], ann=ann)
+        hits = [(j, s) for j, s in zip(top[0].tolist(), scores[0].tolist()) if j >= 0]
+        gone = {j for j, _ in hits if is_path(gallery.images[gallery.ids[j]]) and not Path(gallery.images[gallery.ids[j]]).exists()}
+        if not gone: return [Hit(gallery.ids[j], s) for j, s in hits]
         ex |= gone
 
 # %% ../nbs/10_search.ipynb #c1a7e5d1
@@ -131,15 +124,13 @@ def find_by_text(gallery:Gallery,
     if not text.strip(): raise ValueError("describe the image to find: the text is empty")
     bb = gallery.bb
     q = F.normalize(encode_text(bb, bb.tokenize([text.strip()]).to(bb.device)).float().cpu(), dim=-1)
-    (top,), (scores,) = gallery.view.topk(q, k)
-    return [Hit(gallery.ids[j], s) for j, s in zip(top, scores)]
+    scores, top = topk(q, gallery.view, k)
+    return [Hit(gallery.ids[j], s) for j, s in zip(top[0].tolist(), scores[0].tolist()) if j >= 0]
 
 # %% ../nbs/10_search.ipynb #746dbf02
 def load_search_phi(path, # a training run folder (best/ preferred) or a phi .safetensors file
                     bb:Backbone) -> tuple[torch.nn.Module|None, bool, str]:
     "(phi or None, l2_normalize, a sentence saying which Phi is used or why there is none)."
-    from lincir.evaluation import resolve_phi
-    from lincir.phi import PhiFileError, PhiMismatchError, load_phi
     try:
         weights, l2 = resolve_phi(path)
         return load_phi(weights, bb), l2, f"LinCIR uses the Phi in {weights}"
@@ -152,10 +143,10 @@ def folder_changes(store:FeatureStore, images:dict, # id -> file, as `find_image
     "The ids of new and changed files, and the files under `root` the store holds that are gone (`removed`)."
     held = {}  # resolved path -> keys the store holds for it
     for k in [*store.rows, *store.failed]:
-        m = _FILE_KEY.match(k)
-        if m and not m[4]: held.setdefault(m[1], []).append(k)
+        f = parse_file_key(k)
+        if f and not f.crop: held.setdefault(f.path, []).append(k)
     keys = {i: image_key(p) for i, p in images.items()}
-    path = {i: k.rsplit(':', 2)[0] for i, k in keys.items()}
+    path = {i: str(Path(p).resolve()) for i, p in images.items()}
     out = {'new': [i for i in images if keys[i] not in store and path[i] not in held],
            'changed': [i for i in images if keys[i] not in store and path[i] in held]}
     prefix, now = str(Path(root).expanduser().resolve()) + os.sep, set(path.values())
@@ -167,9 +158,11 @@ def index_folder(bb:Backbone, folder, batch_size:int=64, progress:bool=True) -> 
     t0, store, images = time.perf_counter(), open_store(bb), find_images(folder)
     changes = folder_changes(store, images, folder)
     done = store.encode(bb, images, batch_size, progress=progress)
-    rank, world = _dist()
+    rank, world = rank_world()
     if (changes['changed'] or changes['removed'] or store.duplicates) and rank == 0: store.compact()  # duplicates: concurrent indexers before locks
-    if world > 1: torch.distributed.barrier(); store.reload()
+    if world > 1:
+        barrier()
+        store.reload()
     keys = {i: image_key(p) for i, p in images.items()}
     return dict(folder=str(folder), images=len(images), new=len(changes['new']), changed=len(changes['changed']),
                 removed=len(changes['removed']), encoded=done['encoded'], seconds=round(time.perf_counter() - t0, 2),
@@ -191,12 +184,9 @@ def grid(gallery:Gallery, reference, hits:list[Hit], path, side:int=160, columns
     return Path(path)
 
 # %% ../nbs/10_search.ipynb #ed2bbd13
-def _setup(args) -> Backbone:
+def _backbone(args) -> Backbone:
     "The backbone on this process's device; under torchrun, the process group first."
-    device = args.device
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
-        if device.startswith('cuda'): device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    _, _, device = setup_distributed(args.device)
     return load_backbone(args.backbone, None if args.pretrained in ('', 'none') else args.pretrained, device=device)
 
 def _shown(name:str) -> str:
@@ -252,10 +242,10 @@ def main(argv=None):
     q.add_argument('--grid', type=_image_file, help='save a picture of the hits (.png, .jpg, ...)')
     q.add_argument('--ann', action='store_true', help='approximate search (faiss), for very large folders')
     args = ap.parse_args(argv)
-    bb = _setup(args)
+    bb = _backbone(args)
     if args.command == 'query': return _query(args, bb)
     r = index_folder(bb, args.folder, args.batch_size)
-    if _dist()[0] == 0:
+    if rank_world()[0] == 0:
         print(f"{r['folder']}: {r['images']} images; {r['new']} new, {r['changed']} changed, {r['removed']} removed, "
               f"{len(r['unreadable'])} unreadable; {r['encoded']} encoded in {r['seconds']} s\nindex: {r['store']}")
         for i, why in r['unreadable'].items(): print(f"  unreadable {_shown(i)}: {why}")

@@ -235,22 +235,29 @@ def text_to_image_recall(encode_images, encode_texts, n:int=1000, k:int=5, seed:
     return float(np.mean([any(keys[j] == keys[i] for j in row) for i, row in enumerate(top)]))
 
 # %% ../nbs/04_shapes.ipynb #bd767843
+def _across(ui:np.ndarray, ut:np.ndarray) -> dict:
+    "Matched cosine, own-caption top-1 and caption-neighbour rate of unit image and text embeddings (pair i = row i)."
+    it, ii = ui @ ut.T, ui @ ui.T
+    np.fill_diagonal(ii, -np.inf)  # an image is not its own neighbour
+    return dict(cosine=float(np.mean(np.sum(ui*ut, 1))), own_caption_top1=float(np.mean(it.argmax(1) == np.arange(len(ui)))),
+                text_neighbour=float(np.mean(it.max(1) > ii.max(1))))
+
+def _spread(u:np.ndarray) -> float: return float(np.sqrt(np.mean(np.sum((u - u.mean(0))**2, 1))))
+
 def modality_gap(encode_images, # list of PIL images -> [n, d]
                  encode_texts, # list of str -> [n, d]
                  images:Sequence, # n images
                  captions:Sequence[str], # n captions, caption i describing image i
                 ) -> dict:
-    "Modality-gap statistics of paired `images` and `captions`: matched cosine, centroid distance, raw norms, neighbours."
+    "Modality-gap statistics of paired `images` and `captions`: matched cosine, centroid distance, spreads, raw norms, neighbours, and the same after centring."
     if len(images) != len(captions) or len(images) < 2: raise ValueError(f"need n >= 2 paired images and captions, got {len(images)} and {len(captions)}")
     xi, xt = np.asarray(encode_images(images), np.float64), np.asarray(encode_texts(captions), np.float64)
     ui, ut = _unit(xi).astype(np.float64), _unit(xt).astype(np.float64)
-    it, ii = ui @ ut.T, ui @ ui.T
-    np.fill_diagonal(ii, -np.inf)  # an image is not its own neighbour
-    n = len(ui)
-    return dict(cosine=float(np.mean(np.sum(ui*ut, 1))), centroid_distance=float(np.linalg.norm(ui.mean(0) - ut.mean(0))),
+    centred = _across(_unit(xi - xi.mean(0) + xt.mean(0)).astype(np.float64), ut)
+    return _across(ui, ut) | dict(centroid_distance=float(np.linalg.norm(ui.mean(0) - ut.mean(0))),
+                image_spread=_spread(ui), text_spread=_spread(ut),
                 image_norm=float(np.linalg.norm(xi, axis=1).mean()), text_norm=float(np.linalg.norm(xt, axis=1).mean()),
-                own_caption_top1=float(np.mean(it.argmax(1) == np.arange(n))),
-                text_neighbour=float(np.mean(it.max(1) > ii.max(1))), n=n)
+                n=len(ui)) | {f'centred_{k}': v for k, v in centred.items()}
 
 def gap_set(n:int=500, seed:int=3) -> tuple[list[Image.Image], list[str]]:
     "`n` freshly rendered scenes and one grammar caption each: the paired set the gap is measured on."

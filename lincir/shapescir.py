@@ -8,7 +8,7 @@ import json, random
 from pathlib import Path
 from tqdm.auto import tqdm
 from .files import build_folder
-from .shapes import Obj, Scene, SHAPES, COLOURS, SIZES, KINDS, place, random_scene, random_kind, render, scene_key, noun_phrase, describe
+from .shapes import Obj, Scene, SHAPES, COLOURS, SIZES, KINDS, place, random_kind, render, scene_key, noun_phrase, describe
 
 # %% auto #0
 __all__ = ['QUERY_TYPES', 'N_OBJECTS', 'SEMANTIC_ASPECTS', 'VERSION', 'FIQ_CATEGORIES', 'GENECIS_TASKS', 'modify',

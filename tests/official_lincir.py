@@ -1,5 +1,5 @@
 """The official keyword masking of LinCIR, copied verbatim, and what it needs to run here: the independent reference
-that `tests/test_keywords.py` and `nbs/01_keywords.ipynb` compare `masking='reference'` with.
+that `tests/test_keywords.py` and `nbs/01a_keywords.ipynb` compare `masking='reference'` with.
 
 Between the two rulers below: `extract_keywords_spacy`, `clean_caption` and `CaptionDataset` copied verbatim from
 navervision/lincir, `loader.py`, commit 1dec42d118da816be2a43fd43cc0746e05f63881 (LinCIR, Copyright (c) 2023-present

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from lincir.backbone import load_backbone
-from lincir.benchmarks import LayoutError, evaluate, load_benchmark
-from lincir.evaluation import EvalConfig, write_outputs
+from lincir.benchmarks import LayoutError, load_benchmark
+from lincir.evaluation import EvalConfig, evaluate, write_outputs
 from lincir.phi import Phi
-from lincir.retrieval import image_features, image_key, query_features
+from lincir.images import image_key
+from lincir.retrieval import image_features, query_features
 from lincir.shapescir import write_cirr_fixture, write_fashioniq_fixture, write_genecis_fixture, write_shapescir
 
 

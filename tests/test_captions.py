@@ -180,7 +180,7 @@ def test_offline_hub_fails_fast_and_clearly(monkeypatch):
     # without the variable, and no network: the same error, without calling the hub
     monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
     monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', False)
-    monkeypatch.setattr(C._backbone, '_hub_reachable', lambda *a, **k: False)
+    monkeypatch.setattr(C, 'hub_reachable', lambda *a, **k: False)
     with pytest.raises(CaptionError, match='Geonmo/midjourney-prompts-only'): load_captions(C.PAPER_CORPORA[2])
 
 
@@ -191,7 +191,7 @@ def test_cached_hub_dataset_loads_offline(monkeypatch):
         return datasets.Dataset.from_dict({'text': CAPS, 'other': [0] * 4})
     monkeypatch.setattr(datasets, 'load_dataset', fake_load)
     monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', False)
-    monkeypatch.setattr(C._backbone, '_hub_reachable', lambda *a, **k: False)
+    monkeypatch.setattr(C, 'hub_reachable', lambda *a, **k: False)
     monkeypatch.setattr(C, '_hub_cached', lambda name: True)
     ds = load_captions('FredZhang7/stable-diffusion-prompts-2.47M@abc123')
     assert ds['caption'] == CAPS

@@ -1,58 +1,17 @@
 "The chunked training step computes the loss and gradient of the whole batch (CPU, one process and DDP with gloo)."
 import json, os, subprocess, sys, textwrap, warnings
-import numpy as np
-import pytest, torch
+import pytest
 
-from lincir.phi import Phi
-from lincir.smp import smp_loss
-from lincir.training import TrainConfig, mixed_precision, step_noise, train_step
+from lincir.train_config import TrainConfig
+from lincir.training import step_noise
 
-# mixed lengths: 3 to 14 tokens in a context of 16, like short captions next to prompts cut at the context
-PAIRS = [('a red circle', '$'), ('a small blue square next to a green star and a yellow cross above the grey hexagon', '$ next to $ and $ above $'),
-         ('the yellow triangle is big', '$ is big'), ('two purple hexagons on a grey background', 'two $ on $'),
-         ('star', '$'), ('one pink cross that is shiny and tiny and very far away from here', 'one $ that is shiny and tiny'),
-         ('a cyan heart above a white circle', '$ above $'), ('the green square', '$')]
-
-
-class GradRecorder(torch.optim.SGD):
-    "Records the gradient at `step()` instead of stepping."
-    def step(self, closure=None):
-        self.grads = torch.cat([p.grad.flatten() for g in self.param_groups for p in g['params']])
-
-
-def batch(bb, n):
-    caps = [PAIRS[(i * 5) % len(PAIRS)] for i in range(n)]
-    return bb.tokenize([c for c, _ in caps]), bb.tokenize([m for _, m in caps])
-
-
-def flat_grad(phi): return torch.cat([p.grad.flatten() for p in phi.parameters()])
-
-
-def rel(a, b): return ((a - b).norm() / b.norm()).item()
-
+from tests.helpers import REPO, batch, chunked, rel, whole
 
 @pytest.fixture(autouse=True)
 def quiet():
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         yield
-
-
-def chunked(bb, tok, msk, model=None, rank=0, **kw):
-    "Loss and gradient of one `train_step` (noise on, dropout 0)."
-    cfg = TrainConfig(noise_scale=1.0, dropout=0.0, **kw)
-    torch.manual_seed(0); phi = Phi.for_backbone(bb, dropout=0.0)
-    opt = GradRecorder(phi.parameters(), lr=1.0)
-    ctx, scaler = mixed_precision(torch.device('cpu'))
-    loss = train_step(bb, model(phi) if model else phi, opt, scaler, ctx, cfg, 7, rank, tok, msk)
-    return loss, opt.grads
-
-
-def whole(bb, tok, msk, noise):
-    "The unchunked step: `smp_loss` on the whole batch, with the same noise."
-    torch.manual_seed(0); phi = Phi.for_backbone(bb, dropout=0.0)
-    loss = smp_loss(bb, phi, tok, msk, noise=noise); loss.backward()
-    return loss.item(), flat_grad(phi)
 
 
 @pytest.mark.parametrize('chunks,grad_accum', [(1, 1), (2, 1), (4, 1), (32, 1), (1, 4), (4, 2)])
@@ -79,11 +38,11 @@ def test_chunked_step_equals_whole_batch_under_ddp(tmp_path):
     script.write_text(textwrap.dedent(f'''
         import json, sys, warnings, torch
         warnings.simplefilter('ignore')
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
         import torch.distributed as dist
-        from test_chunked_step import batch, chunked, whole, rel
+        from tests.helpers import batch, chunked, whole, rel
         from lincir.backbone import load_backbone
-        from lincir.training import TrainConfig, step_noise
+        from lincir.train_config import TrainConfig
+        from lincir.training import step_noise
         dist.init_process_group('gloo'); rank = dist.get_rank()
         torch.manual_seed(0); bb = load_backbone('lincir-tiny')
         tok, msk = batch(bb, 32)
@@ -99,7 +58,7 @@ def test_chunked_step_equals_whole_batch_under_ddp(tmp_path):
         open({str(tmp_path)!r} + f'/rank{{rank}}.json', 'w').write(json.dumps(out))
         dist.destroy_process_group()
     '''))
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')])}
     res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29541',
                           str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]

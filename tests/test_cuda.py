@@ -2,18 +2,19 @@
 
 The GPU machine has neither `datasets` nor spaCy: this module and what it imports must not need them (the rehearsal,
 tests/test_gpu_script.py, imports it in a stand-in of that machine's environment)."""
-import dataclasses, os, sys, warnings
+import dataclasses, warnings
 import numpy as np
 import pytest, torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_chunked_step import GradRecorder, batch, rel
-from test_training import cfg_for
 from lincir.captions import TokenArrays
 from lincir.phi import Phi
 from lincir.smp import smp_loss
-from lincir.training import TrainConfig, mixed_precision, read_metrics, step_noise, train, train_step
+from lincir.train_config import TrainConfig
+from lincir.run_folder import read_metrics
+from lincir.training import mixed_precision, step_noise, train, train_step
+
+from tests.helpers import GradRecorder, batch, cfg_for, rel
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')]
 DEV = torch.device('cuda')

@@ -1,16 +1,15 @@
 """Files that cannot be used fail naming the file and the fix (issue 20): a checkpoint with non-finite weights or a
 bad step, a Phi folder's broken JSON, a full disk under the image index."""
-import errno, json, os, shutil, sys
+import errno, json, os, shutil
 from pathlib import Path
 
 import pytest, torch
 from safetensors.torch import load_file, save_file
 
-from lincir.training import CheckpointError, read_metrics, train
+from lincir.run_folder import CheckpointError
+from lincir.training import train
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_training import cfg_for, corpus_for  # noqa: E402
-from test_failures import ScoreValidator  # noqa: E402
+from tests.helpers import ScoreValidator, cfg_for, corpus_for
 
 
 def test_checkpoint_with_non_finite_weights_is_refused_by_name(tiny, tmp_path):
@@ -57,7 +56,7 @@ def test_state_json_with_a_bad_step_is_named(tiny, tmp_path, step):
 
 def test_broken_json_of_a_phi_folder_is_named(tiny, tmp_path, capsys):
     "Case 20: resolve_phi on a run whose config.json or best/phi.json is broken names the file (no bare JSONDecodeError)."
-    from lincir.evaluation import resolve_phi
+    from lincir.phi import resolve_phi
     from lincir.phi import PhiFileError
     train(cfg_for(tmp_path, steps=2, val_every=2), corpus=corpus_for(tiny), validator=ScoreValidator(), progress=False)
     run = tmp_path / 'run'

@@ -2,30 +2,17 @@
 import json, os, random, signal, socket, subprocess, sys, time
 from pathlib import Path
 
-import numpy as np
 import pytest, torch
 from safetensors.torch import load_file
 
 from lincir.files import RunLockedError
-from lincir.training import CheckpointError, TrainConfig, parse_args, read_metrics, train
+from lincir.train_config import TrainConfig, parse_args
+from lincir.run_folder import CheckpointError, read_metrics
+from lincir.training import train
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_training import cfg_for, corpus_for  # noqa: E402
+from tests.helpers import DEAD_PID, ScoreValidator, cfg_for, corpus_for
 
 REPO = Path(__file__).resolve().parents[1]
-DEAD_PID = 2**22 + 4321  # above the default pid_max: no running process has it
-
-
-class ScoreValidator:
-    "A validator whose score is a function of the weights; sends `sig` to this process during call `stop_at`."
-    headline, metric_names = 'score', ['score']
-    def __init__(self, stop_at=None, sig=signal.SIGTERM): self.calls, self.stop_at, self.sig = 0, stop_at, sig
-    def __call__(self, phi):
-        self.calls += 1
-        if self.calls == self.stop_at: os.kill(os.getpid(), self.sig)  # the handler stops validation here
-        return {'score': float(sum(p.double().sum() for p in phi.parameters()))}
-
-
 def rows_without_timing(run):
     return [{k: v for k, v in r.items() if k != 'samples_per_s'} for r in read_metrics(run)]
 

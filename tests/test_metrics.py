@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from lincir.metrics import (average_precision_at_k, by_group, circo_metrics, cirr_metrics, fashioniq_metrics,
                             genecis_metrics, map_at_k, recall_at_k, remove_ids, restrict)
-from lincir.retrieval import rank
+from lincir.ranking import TensorGallery, topk
 
 
 def random_case(seed, n_queries=40, n_gallery=120):
@@ -112,6 +112,13 @@ def test_hand_computed_cases():
     assert recall_at_k([['a', 'b']], ['c'], (50,)) == {'R@50': 0.0}
     assert by_group(recall_at_k, ['x', 'y', 'x'], [['t'], ['t'], ['u']], ['t', 't', 't'], ks=(1,)) == \
         {'x/R@1': 50.0, 'y/R@1': 100.0, 'avg/R@1': 75.0}
+
+
+def rank(q, g, k=None, exclude=None, chunk=None):
+    "Gallery positions by `topk`, padding dropped: the whole gallery when `k` is None."
+    g = TensorGallery(g, chunk) if chunk else g
+    _, pos = topk(q, g, len(g) if k is None else k, exclude)
+    return [[int(j) for j in row if j >= 0] for row in pos]
 
 
 def test_ties_keep_gallery_order():

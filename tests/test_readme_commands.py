@@ -9,10 +9,12 @@ folder not found. Then each later stage is checked on its own as if the earlier 
 the captions must be hub datasets that are only missing from the cache; the validation benchmark only missing on
 disk), so a problem hidden behind the first error still fails this test.
 """
-import json, os, re, shlex
+import os, re, shlex
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO/'README.md').read_text()
@@ -63,28 +65,9 @@ def _papermill_params(args:list[str]) -> dict:
     return params
 
 
-def _code_cells(nb:Path) -> list[tuple[list, str]]:
-    cells = json.loads(nb.read_text())['cells']
-    return [(c['metadata'].get('tags', []), ''.join(c['source'])) for c in cells if c['cell_type'] == 'code']
-
-
-def run_notebook(nb:Path, params:dict, until:str|None=None) -> dict:
-    "Execute `nb`'s code cells in-process as papermill would (parameters, then the injected ones) up to the cell containing `until`."
-    known = set()
-    ns = {'__name__': '__papermill__'}
-    for tags, src in _code_cells(nb):
-        exec(compile(src, str(nb), 'exec'), ns)
-        if 'parameters' in tags:
-            unknown = set(params) - {k for k in ns if not k.startswith('_')}
-            assert not unknown, f"{nb.name} has no parameter(s) {unknown}"
-            ns.update(params)
-        if until and until in src: break
-    return ns
-
-
 def _train_config(argv:list[str]):
     "The TrainConfig a training command builds (CLI flags or train.ipynb parameters), validated with the weights assumed present."
-    import lincir.training as T
+    import lincir.train_config as T
     if argv[0] == 'papermill':
         return run_notebook(REPO/argv[1], _papermill_params(argv[3:]), until='validate()')['cfg']
     return T.parse_args(argv[argv.index('lincir.training') + 1:]).validate()
@@ -158,7 +141,7 @@ def test_readme_command_stops_only_on_missing_data(argv, offline_here):
     if e.type is pytest.skip.Exception: raise e.value
     _check_stop(e.value, argv)
     if 'lincir.training' in argv or 'nbs/train.ipynb' in argv:
-        import lincir.training as T
+        import lincir.train_config as T
         with pytest.MonkeyPatch.context() as m:  # as if the weights were in the cache
             m.setattr(T, 'resolve_pretrained', lambda name, pretrained, cache_dir=None: pretrained)
             cfg = _train_config(argv)
@@ -182,16 +165,17 @@ def test_readme_other_backbones_resolve(offline_here):
     from lincir.backbone import resolve_pretrained
     pairs = set(re.findall(r'--backbone (\S+) --pretrained ([\w.-]+)', README))
     pairs |= set(re.findall(r'-p backbone (\S+) -p pretrained ([\w.-]+)', README))
-    assert resolve_pretrained('shapes-clip', 'sandbox')
+    sandbox = {(name, tag) for name, tag in pairs if tag == 'sandbox'} | {('shapes-clip', 'sandbox')}
+    for name, tag in sandbox: assert resolve_pretrained(name, tag)  # the sandbox CLIPs' weights are shipped: they resolve offline
     assert {('ViT-L-14', 'openai'), ('ViT-H-14', 'laion2b_s32b_b79k'), ('ViT-bigG-14', 'laion2b_s39b_b160k')} <= pairs
-    for name, tag in pairs - {('shapes-clip', 'sandbox')}:  # the sandbox's weights are shipped: they resolve offline
+    for name, tag in pairs - sandbox:
         with pytest.raises(Exception) as e: resolve_pretrained(name, tag)
         _check_stop(e.value, [name, tag])
 
 
 def test_the_checker_rejects_what_a_connected_user_would_hit(offline_here):
     "The test itself can fail: the old validation's 'caption file not found' for a hub name is not an allowed stop."
-    from lincir.training import TrainConfig
+    from lincir.train_config import TrainConfig
     with pytest.raises(Exception) as e: TrainConfig(captions=['no/such_file.txt']).validate()
     assert not _allowed(e.value)
     with pytest.raises(SystemExit): _run(['python', '-m', 'lincir.training', '--no_such_flag', '1'])

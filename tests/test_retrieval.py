@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lincir.backbone import load_backbone
-from lincir.evaluation import resolve_phi
+from lincir.phi import resolve_phi
 from lincir.phi import Phi, load_phi, save_phi
 from lincir.retrieval import DEFAULT_TEMPLATE, Query, image_features, predict, query_features
 

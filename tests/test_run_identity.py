@@ -1,14 +1,15 @@
 """A run folder is resumed only by the same run (issue 20): every setting that changes what is computed or compared,
 and the caption corpus itself, must be the same; the top-level Phi is always the checkpoint's after a launch."""
-import dataclasses, json, os, re, sys
+import dataclasses, json, re
 
 import pytest, torch
 from safetensors.torch import load_file
 
-from lincir.training import TrainConfig, read_metrics, train
+from lincir.train_config import TrainConfig
+from lincir.run_folder import read_metrics
+from lincir.training import train
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_training import cfg_for, corpus_for  # noqa: E402
+from tests.helpers import cfg_for, corpus_for
 
 # The settings a relaunch may change, and why: nothing else may differ (pinned here so a new setting is a decision)
 MAY_CHANGE = {'steps': 'the run may be extended', 'log_every': 'logging cadence', 'save_every': 'checkpoint cadence',

@@ -92,7 +92,7 @@ def test_two_processes_share_the_work(tiny, tmp_path, monkeypatch):
     assert res.returncode == 0, res.stderr[-3000:]
     r = [json.loads((tmp_path/f'rank{i}.json').read_text()) for i in range(2)]
     assert [x['done']['encoded'] for x in r] == [6, 5] and [x['n'] for x in r] == [11, 11]  # each its share; both see all
-    from lincir.retrieval import image_key
+    from lincir.images import image_key
     from lincir.store import open_store
     monkeypatch.setenv('LINCIR_CACHE', str(tmp_path/'cache'))
     st = open_store(tiny)

@@ -1,13 +1,13 @@
 """Every numeric training setting is checked, finite and in range, before anything is written (issue 20), by the
 Python API and by the command line alike; the command line's help shows real defaults."""
-import math, os, sys
+import math
 
 import pytest, torch
 
-from lincir.training import parse_args, train
+from lincir.train_config import parse_args
+from lincir.training import train
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_training import cfg_for, corpus_for  # noqa: E402
+from tests.helpers import cfg_for, corpus_for
 
 BAD = [('grad_clip', -1.0), ('grad_clip', math.nan), ('grad_clip', 0.0),  # case 4: -1 did gradient ascent
        ('weight_decay', math.nan), ('weight_decay', -0.01), ('noise_scale', math.inf),  # case 9

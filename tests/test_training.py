@@ -3,29 +3,10 @@ import numpy as np
 import pytest, torch
 from safetensors.torch import load_file
 
-from lincir.training import TrainConfig, train, read_metrics, train_step, mixed_precision
-from lincir.phi import Phi
+from lincir.run_folder import read_metrics
+from lincir.training import train
 
-PAIRS = [('a red circle', '$'), ('a small blue square next to a green star', '$ next to $'),
-         ('the yellow triangle is big', '$ is big'), ('two purple hexagons on a grey background', 'two $ on $'),
-         ('a large orange star that is shiny', '$ that is shiny'), ('one pink cross', 'one $'),
-         ('a cyan heart above a white circle', '$ above $'), ('the green square', '$')]
-
-
-def corpus_for(bb, n=128):
-    from datasets import Dataset  # here, not above: tests/test_cuda.py imports this module on the GPU machine, which lacks datasets
-    caps = [PAIRS[i % len(PAIRS)] for i in range(n)]
-    tok = bb.tokenize([c for c, _ in caps]).to(torch.int32)
-    msk = bb.tokenize([m for _, m in caps]).to(torch.int32)
-    return Dataset.from_dict(dict(tokens=tok.tolist(), masked_tokens=msk.tolist(),
-                                  length=(tok.argmax(-1) + 1).tolist(), rule=[0] * n))
-
-
-def cfg_for(tmp_path, **kw):
-    base = dict(backbone='lincir-tiny', pretrained=None, captions=['shapes'], steps=6, batch_size=16, lr=1e-3,
-                val_benchmark=None, log_every=1, save_every=3, out_dir=str(tmp_path / 'run'))
-    return TrainConfig(**{**base, **kw})
-
+from tests.helpers import REPO, cfg_for, corpus_for
 
 @pytest.fixture(autouse=True)
 def quiet():
@@ -111,11 +92,10 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
     script.write_text(textwrap.dedent(f'''
         import sys, warnings, torch
         warnings.simplefilter('ignore')
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
         import torch.distributed as dist
         from pathlib import Path
         from safetensors.torch import save_file
-        from test_training import corpus_for, cfg_for
+        from tests.helpers import corpus_for, cfg_for
         from lincir.backbone import load_backbone
         import lincir.training as T
         captured = {{}}
@@ -131,7 +111,7 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
         save_file({{k: v.contiguous() for k, v in phi.state_dict().items()}}, str(out / f'rank{{dist.get_rank()}}.safetensors'))
         dist.destroy_process_group()
     '''))
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')])}
     res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29533',
                           str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
