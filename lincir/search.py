@@ -12,10 +12,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 # %% auto #0
-__all__ = ['SEARCH_METHODS', 'EXAMPLES', 'CONFIG_FOLDERS', 'GRID_SIDE', 'GRID_COLUMNS', 'GRID_GAP', 'GRID_FONT', 'QUERY_PANEL',
-           'FRAME', 'TEXT', 'FAINT', 'HelpFormatter', 'parser', 'needs_transformers', 'gallery_images', 'Gallery',
-           'reference_features', 'Hit', 'search', 'find_by_text', 'load_search_phi', 'folder_changes', 'index_folder',
-           'grid', 'main']
+__all__ = ['SEARCH_METHODS', 'EXAMPLES', 'CONFIG_FOLDERS', 'OPTIONAL_IMPORTS', 'GRID_SIDE', 'GRID_COLUMNS', 'GRID_GAP',
+           'GRID_FONT', 'QUERY_PANEL', 'FRAME', 'TEXT', 'FAINT', 'HelpFormatter', 'parser', 'unneeded_imports',
+           'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search', 'find_by_text', 'load_search_phi',
+           'folder_changes', 'index_folder', 'grid', 'main']
 
 # %% ../nbs/10_search.ipynb #f88aea48
 SEARCH_METHODS = ('lincir', 'image', 'text', 'sum')
@@ -86,17 +86,19 @@ def parser() -> argparse.ArgumentParser:
 # %% ../nbs/10_search.ipynb #c2b6aaa4
 CONFIG_FOLDERS = [Path(folder)/'model_configs' for package in ('lincir', 'open_clip')  # lincir's (`lincir.backbone.CONFIG_DIR`) and
                   for folder in getattr(find_spec(package), 'submodule_search_locations', None) or []]  # open_clip's, found, not imported
+OPTIONAL_IMPORTS = {'transformers': ('text_cfg', ('hf_model_name', 'hf_tokenizer_name')),  # package: the config keys that need it
+                    'timm': ('vision_cfg', ('timm_model_name',))}
 
-def needs_transformers(backbone:str) -> bool:
-    "Whether open_clip needs HuggingFace transformers for `backbone` (a text tower or tokenizer from the hub); True when it cannot tell."
-    if backbone.startswith(('hf-hub:', 'local-dir:')): return True
-    config = next((f/f"{backbone.replace('/', '-')}.json" for f in CONFIG_FOLDERS if (f/f"{backbone.replace('/', '-')}.json").is_file()), None)
-    if config is None: return True
-    text = json.loads(config.read_text()).get('text_cfg', {})
-    return any(k in text for k in ('hf_model_name', 'hf_tokenizer_name'))
+def unneeded_imports(backbone:str) -> list[str]:
+    "The optional packages open_clip imports that `backbone` does not use, by its config; none when it cannot tell."
+    name = backbone.replace('/', '-')
+    config = next((f/f'{name}.json' for f in CONFIG_FOLDERS if (f/f'{name}.json').is_file()), None)
+    if config is None or backbone.startswith(('hf-hub:', 'local-dir:')): return []
+    cfg = json.loads(config.read_text())
+    return [p for p, (tower, keys) in OPTIONAL_IMPORTS.items() if not any(k in cfg.get(tower, {}) for k in keys)]
 
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'):  # the command: arguments checked before torch is imported
-    if not needs_transformers(parser().parse_args().backbone): sys.modules['transformers'] = None  # open_clip: "not installed"
+    for package in unneeded_imports(parser().parse_args().backbone): sys.modules.setdefault(package, None)  # open_clip: "not installed"
 
 # %% ../nbs/10_search.ipynb #602a1d1b
 import torch
