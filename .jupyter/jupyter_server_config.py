@@ -9,6 +9,7 @@
 #   whether to sign the notebook (a notebook you ran is signed, one from elsewhere is not). nbdev's hook removed it,
 #   so every save was unsigned and, after a page reload, the demo's widget came back as its text (`VBox(...)`).
 #   The flag never reaches the file (nbformat strips it when writing), so the saved notebook stays clean.
+import warnings
 from pathlib import Path
 
 
@@ -26,3 +27,7 @@ def nbdev_clean_jupyter(model, path, contents_manager, **kwargs):
 
 
 c.ContentsManager.pre_save_hook = nbdev_clean_jupyter
+# At start Jupyter sets the hook from this file twice (seen with jupyter_server 2.21), and setting it again warns
+# "Overriding existing pre_save_hook (nbdev_clean_jupyter) with a new one (nbdev_clean_jupyter)": the same
+# hook, so that one message is silenced (a hook of another name replaced here still warns).
+warnings.filterwarnings('ignore', message=r'Overriding existing pre_save_hook \(nbdev_clean_jupyter\) with a new one \(nbdev_clean_jupyter\)')

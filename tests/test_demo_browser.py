@@ -26,6 +26,7 @@ TOKEN = 'lincir-demo-test'
 VIEWPORT = {'width': 1400, 'height': 1000}
 SCREENSHOTS = os.environ.get('LINCIR_SCREENSHOTS')  # a folder: write the README's pictures there
 README_SHOT_WIDTH = 1000  # pixels; the README's pictures are scaled down to this width
+README_SHOT_BYTES = 200_000  # the most a README picture may weigh
 # The cache the session started with: read at collection, before any test fixture may have redirected it (the
 # demo's kernel must find the sandbox gallery's features that nbdev_test already computed, not encode them again).
 SESSION_CACHE = os.environ.get('LINCIR_CACHE')
@@ -224,8 +225,8 @@ def test_demo_in_browser(browser_ok, lab, tmp_path):
         page = ctx.new_page()
         page.set_default_timeout(60_000)
         try: use_the_demo(page, lab, shots, tmp_path, times)
-        except Exception:
-            page.screenshot(path=shots/'failure.png'); raise
+        except Exception:  # what the page showed, for the person reading the failure
+            page.screenshot(path=shots/'failure.png'); (shots/'failure.txt').write_text(page.locator('body').inner_text()); raise
         finally: ctx.close()
     print(f"times: {times}; screenshots in {shots}")
 
@@ -243,7 +244,7 @@ def use_the_demo(page, lab, shots, tmp_path, times):
     uploads(page, tmp_path, shots)
     if SCREENSHOTS:
         for shot in (first_screen, search_shot):
-            assert shot.stat().st_size < 300_000, f"{shot} is {shot.stat().st_size} bytes: too big for the README"
+            assert shot.stat().st_size <= README_SHOT_BYTES, f"{shot} is {shot.stat().st_size} bytes: too big for the README"
             shutil.copy(shot, ROOT/SCREENSHOTS/shot.name)  # relative: to the repository
     save_and_reload(page, lab, shots)
 
@@ -274,8 +275,9 @@ def run_all(page, shots, times):
     strip, first = page.locator('.lincir-strip'), page.locator('.lincir-tile').first
     assert inside(box(first), box(strip)), "the reference's thumbnail is not in view"
     assert page.locator('.lincir-preview').evaluate("e => getComputedStyle(e).objectFit") == 'contain'
-    page.locator('.lincir-examples').scroll_into_view_if_needed()
-    first_screen = shots/'demo-first-screen.png'
+    page.wait_for_function("() => document.body.innerText.includes('| Idle')")  # Run All is done
+    assert inside({**box(page.locator('.lincir-results')), 'height': 50}, view), "the answer is not in view after Run All"
+    first_screen = shots/'demo-first-screen.png'  # as the person sees it: the demo scrolled to the top of the view
     save_picture(page, first_screen)
     # a search, for the README: find a reference by describing it, then a modification and Enter
     before = results_text(page)
@@ -424,3 +426,4 @@ def save_and_reload(page, lab, shots):
     log = lab['log'].read_text()[since:]
     assert not hook_errors(lab), hook_errors(lab)
     assert 'demo.ipynb is not trusted' not in log, "the saved notebook was not signed"
+    assert 'Overriding existing pre_save_hook' not in lab['log'].read_text(), "a warning about the save hook at start"

@@ -1,16 +1,18 @@
 """`python -m lincir.search` on a folder as people have them, and encoding with two processes; its help, the sandbox
 gallery, the picture of a query, and the modules each command loads (`sys.modules` at its end, in a new process)."""
-import json, os, random, re, struct, subprocess, sys, textwrap, zlib
+import json, os, random, re, shlex, struct, subprocess, sys, textwrap, zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lincir.search import GRID_SIDE, main
+from lincir.search import EXAMPLES, GRID_SIDE, main
 from lincir.shapes import random_scene, render
 
 REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = os.environ.get('LINCIR_SCREENSHOTS')  # a folder: write the README's --grid picture there
+README_PICTURE_BYTES = 200_000  # the most a README picture may weigh
 
 
 def huge_png(path, side=14000):
@@ -211,3 +213,16 @@ def test_query_sandbox(tmp_path):
     assert r['folder'] == 'the sandbox gallery' and r['reference'] == q.reference and len(r['hits']) == 5
     assert all(h['id'] in load_benchmark('shapes', split='val').images for h in r['hits'])
     assert 'transformers' not in mods
+
+
+@pytest.mark.skipif(not SCREENSHOTS, reason="writes the README's picture: LINCIR_SCREENSHOTS=docs/images (after `make run`)")
+def test_readme_grid_picture(tmp_path):
+    "The README's --grid picture: the help's sandbox example, as typed in the repository, with the Phi of `make run` and 8 hits."
+    if not (REPO/'runs'/'main'/'best'/'phi.safetensors').exists(): pytest.fail("the README's picture needs `make run` (runs/main)")
+    line = next(l for l in EXAMPLES.splitlines() if 'query --sandbox' in l)
+    argv = shlex.split(line)[3:]  # after `python -m lincir.search`
+    out = REPO/SCREENSHOTS/'search-grid.png'
+    argv[argv.index('--grid') + 1] = str(out)
+    res, _ = command(tmp_path, *argv, '-k', '8', cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(res.stdout.splitlines()) == 8 and out.stat().st_size <= README_PICTURE_BYTES, out.stat().st_size
