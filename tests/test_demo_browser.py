@@ -186,12 +186,15 @@ def query_ms(page) -> float:
     return float(m.group(1))
 
 
-def box(locator) -> dict:
-    "The bounding box of `locator`, once it is visible (a view may be rendering)."
-    locator.wait_for(state='visible')
-    b = locator.bounding_box()
-    assert b, f"{locator} has no box"
-    return b
+def box(locator, timeout=30) -> dict:
+    "The bounding box of `locator`, once it is visible (a view may be rendering, or be replaced by a new one)."
+    t0 = time.time()
+    while True:
+        locator.wait_for(state='visible')
+        b = locator.bounding_box()
+        if b: return b
+        assert time.time() - t0 < timeout, f"{locator} has no box"
+        time.sleep(0.1)
 
 
 def inside(inner:dict, outer:dict, slack=1) -> bool:
@@ -261,6 +264,7 @@ def run_all(page, shots, times):
     page.wait_for_function("() => /images in \\d+ ms/.test(document.querySelector('.lincir-status')?.innerText || '')",
                            timeout=600_000)
     times['run all (s)'] = round(time.time() - t0, 1)
+    page.wait_for_function("() => document.body.innerText.includes('| Idle')")  # Run All is done: the demo shown anew, scrolled
     errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]', has_text='Error')
     assert errors.count() == 0, errors.first.inner_text()
     body = page.locator('.jp-Notebook').inner_text()
@@ -275,7 +279,6 @@ def run_all(page, shots, times):
     strip, first = page.locator('.lincir-strip'), page.locator('.lincir-tile').first
     assert inside(box(first), box(strip)), "the reference's thumbnail is not in view"
     assert page.locator('.lincir-preview').evaluate("e => getComputedStyle(e).objectFit") == 'contain'
-    page.wait_for_function("() => document.body.innerText.includes('| Idle')")  # Run All is done
     assert inside({**box(page.locator('.lincir-results')), 'height': 50}, view), "the answer is not in view after Run All"
     first_screen = shots/'demo-first-screen.png'  # as the person sees it: the demo scrolled to the top of the view
     save_picture(page, first_screen)
