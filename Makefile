@@ -1,5 +1,6 @@
 # Two commands: `make run` (train LinCIR in the sandbox, then evaluate) and `make test` (whole suite);
-# `make demo` opens the search demo in JupyterLab; `make gpu-prep` fills .gpu/ for the GPU check (benchmarks/gpu.sh).
+# `make demo` opens the search demo in JupyterLab; `make gpu-prep` fills .gpu/ for the GPU check (speed/gpu.sh);
+# `make readme` writes README.md from nbs/index.ipynb.
 # All create .venv on first use.
 SHELL := /bin/bash
 VENV := .venv
@@ -10,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 RUN ?= runs/main
 
-.PHONY: run test demo venv clean-cache gpu-prep
+.PHONY: run test demo venv clean-cache gpu-prep readme
 
 venv: $(BIN)/.installed
 
@@ -35,7 +36,12 @@ demo: venv
 	JUPYTER_CONFIG_PATH=$(abspath .jupyter)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH} \
 	  $(BIN)/jupyter lab nbs/demo.ipynb $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
-# Everything benchmarks/gpu.sh needs on the lent GPU machine, which can install nothing: the wheels its image lacks and
+# Everything speed/gpu.sh needs on the lent GPU machine, which can install nothing: the wheels its image lacks and
 # the caption mix already masked and tokenised (no spaCy there). Needs the package index once; later runs reuse .gpu/.
 gpu-prep: venv
-	$(BIN)/python benchmarks/gpu_prep.py
+	$(BIN)/python speed/gpu_prep.py
+
+# README.md is generated from nbs/index.ipynb (markdown cells only, so nothing is executed); tests/test_readme.py fails
+# when they differ. (nbdev_readme would need Quarto.)
+readme: venv
+	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README

@@ -167,7 +167,7 @@ def official_rows(captions:list, tokenizer, nlp, seed:int=0, indices:list|None=N
     return np.stack(tokens), np.stack(masked), [clean_caption(c, tokenizer) for c in captions]
 
 
-DELIBERATE = ('empty', 'cut', 'whitespace', 'exclamation')  # lincir's documented differences (README, deliberate differences)
+DELIBERATE = ('empty', 'cut', 'whitespace', 'exclamation')  # lincir's documented differences (nbs/06_train_config.ipynb, defaults against the paper)
 
 
 def deliberate(caption, tokenizer) -> str|None:

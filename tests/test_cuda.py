@@ -1,4 +1,4 @@
-"""CUDA-only checks of the training step and loop, run by benchmarks/gpu.sh; skipped where there is no CUDA device.
+"""CUDA-only checks of the training step and loop, run by speed/gpu.sh; skipped where there is no CUDA device.
 
 The GPU machine has neither `datasets` nor spaCy: this module and what it imports must not need them (the rehearsal,
 tests/test_gpu_script.py, imports it in a stand-in of that machine's environment)."""

@@ -1,5 +1,5 @@
-"""The GPU check rehearsed on CPU: `benchmarks/gpu.sh --device cpu --dry-run` runs in a stand-in of the GPU machine's Python
-(only the packages its image lists, `benchmarks/device_packages.txt`: no open_clip, spaCy or datasets) with nothing but
+"""The GPU check rehearsed on CPU: `speed/gpu.sh --device cpu --dry-run` runs in a stand-in of the GPU machine's Python
+(only the packages its image lists, `speed/device_packages.txt`: no open_clip, spaCy or datasets) with nothing but
 what `make gpu-prep` put in `.gpu/`. A missing wheel, or a module-level import of something that machine lacks, fails
 here and not on the GPU."""
 import json, os, re, shutil, subprocess, sys
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'benchmarks'))
+sys.path.insert(0, str(ROOT / 'speed'))
 from device_env import build
 
 NEVER = ('datasets', 'spacy', 'open_clip_torch', 'ftfy', 'wcwidth')  # the image lacks them: never linked into the stand-in
@@ -39,7 +39,7 @@ def device_env(python, **extra) -> dict:
 
 
 def gpu_sh(python, out:Path, gpu_dir:Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(['bash', str(ROOT / 'benchmarks' / 'gpu.sh'), *args], capture_output=True, text=True, timeout=600,
+    return subprocess.run(['bash', str(ROOT / 'speed' / 'gpu.sh'), *args], capture_output=True, text=True, timeout=600,
                           cwd=ROOT, env=device_env(python, OUT=str(out), LINCIR_GPU_DIR=str(gpu_dir)))
 
 
@@ -109,5 +109,5 @@ def test_a_missing_wheel_fails_the_rehearsal(prepared, device_python, tmp_path, 
     res = gpu_sh(device_python, tmp_path / 'out', gpu, '--device', 'cpu', '--dry-run')
     assert res.returncode == 4, res.stdout[-3000:]
     missing = 'wcwidth' if wheel == 'wcwidth' else 'open_clip'
-    assert f"No module named '{missing}'" in res.stdout and 'CARRIED in benchmarks/gpu_prep.py' in res.stdout
+    assert f"No module named '{missing}'" in res.stdout and 'CARRIED in speed/gpu_prep.py' in res.stdout
     assert not (tmp_path / 'out' / 'gpu.json').exists()

@@ -142,7 +142,7 @@ def test_rule_counts_and_fallback_rate():
 
 # --- masking='reference' against the official code (copied verbatim) on spaCy's whole pipeline, loaded on its own ---
 
-sys.path.insert(0, str(Path(__file__).parents[1] / 'benchmarks'))  # the caption mixes of the measurements
+sys.path.insert(0, str(Path(__file__).parents[1] / 'speed'))  # the caption mixes of the measurements
 from tests import official_lincir as O  # noqa: E402
 from mix import realistic_captions  # noqa: E402
 from varied import pronoun_captions, varied_captions  # noqa: E402

@@ -1,4 +1,5 @@
-"""Every README command for a real backbone, corpus or benchmark runs, offline, up to where it must stop.
+"""Every command the README or a notebook's prose shows for a real backbone, corpus or benchmark runs, offline, up to
+where it must stop.
 
 Offline (HF_HUB_OFFLINE=1) a paper-scale command cannot get far: the weights, the caption datasets and the
 benchmark images are not here. What it must not do is stop for a reason a user *with* network access would also
@@ -9,7 +10,7 @@ folder not found. Then each later stage is checked on its own as if the earlier 
 the captions must be hub datasets that are only missing from the cache; the validation benchmark only missing on
 disk), so a problem hidden behind the first error still fails this test.
 """
-import os, re, shlex
+import json, os, re, shlex
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,16 @@ from tests.helpers import run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO/'README.md').read_text()
+
+
+def _notebook_prose(path:Path) -> str:
+    "The markdown cells of a notebook, where the commands moved out of the README are shown."
+    cells = json.loads(path.read_text())['cells']
+    return '\n\n'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'markdown')
+
+
+# What a user reads: the README, then every notebook's prose (dataset layouts, imports, the papermill variants).
+DOCS = '\n\n'.join([README, *(_notebook_prose(p) for p in sorted((REPO/'nbs').glob('*.ipynb')))])
 REAL = re.compile(r'ViT-|openai|laion|dangne/|/data/|lincir\.phi import|zeroshot-cir-models')
 
 # What a command may stop on, offline: (exception class name, text the message must contain)
@@ -39,8 +50,10 @@ def _commands(text:str) -> list[list[str]]:
     return cmds
 
 
-def real_commands() -> list[list[str]]:
-    return [c for c in _commands(README) if REAL.search(' '.join(c))]
+def real_commands(text:str=DOCS) -> list[list[str]]:
+    "The commands for real data in `text` (the README and the notebooks' prose), each once."
+    cmds = [c for c in _commands(text) if REAL.search(' '.join(c))]
+    return [c for i, c in enumerate(cmds) if c not in cmds[:i]]
 
 
 def _allowed(e:BaseException) -> bool:
@@ -133,6 +146,14 @@ def test_readme_lists_the_real_commands():
     assert sum('nbs/evaluate.ipynb' in c for c in cmds) >= 6, cmds
     assert sum('nbs/demo.ipynb' in c for c in cmds) >= 1, cmds
     assert sum('lincir.phi import' in c for c in cmds) >= 1, cmds  # the released checkpoint
+    # The README itself keeps the paper-scale commands: training as the paper (fp16, validation at step 50 too),
+    # evaluation on every benchmark, photo search.
+    own = [shlex.join(c) for c in real_commands(README)]
+    train = [c for c in own if 'lincir.training' in c]
+    assert train and all('--precision fp16' in c and '--val_also_at 50' in c for c in train), train
+    assert {b for c in own for b in ('cirr', 'circo', 'fashioniq', 'genecis') if f'-p benchmark {b}' in c} == \
+        {'cirr', 'circo', 'fashioniq', 'genecis'}, own
+    assert sum('lincir.search' in c for c in own) >= 2, own
 
 
 @pytest.mark.parametrize('argv', real_commands(), ids=lambda a: ' '.join(a)[:90])
@@ -155,16 +176,17 @@ def test_readme_command_stops_only_on_missing_data(argv, offline_here):
 
 def test_readme_python_example_stops_on_missing_weights(offline_here):
     "The README's `lincir.search` snippet stops at the first line that needs the weights."
-    block = next(b for b in re.findall(r'```python\n(.*?)```', README, re.S) if 'load_backbone' in b)
+    block = next(b for b in re.findall(r'```python\n(.*?)```', DOCS, re.S) if 'load_backbone' in b)
     with pytest.raises(Exception) as e: exec(block, {})
     _check_stop(e.value, ['README python example'])
 
 
 def test_readme_other_backbones_resolve(offline_here):
-    "Every `--backbone X --pretrained Y` / `-p backbone X -p pretrained Y` pair the README names is a known tag, only not cached."
+    "Every `--backbone X --pretrained Y` / `-p backbone X -p pretrained Y` pair the README or a notebook names is a known tag, only not cached."
     from lincir.backbone import resolve_pretrained
-    pairs = set(re.findall(r'--backbone (\S+) --pretrained ([\w.-]+)', README))
-    pairs |= set(re.findall(r'-p backbone (\S+) -p pretrained ([\w.-]+)', README))
+    text = re.sub(r'\s+', ' ', DOCS)  # a pair may be wrapped across lines
+    pairs = set(re.findall(r'--backbone (\S+) --pretrained ([\w.-]+)', text))
+    pairs |= set(re.findall(r'-p backbone (\S+) -p pretrained ([\w.-]+)', text))
     sandbox = {(name, tag) for name, tag in pairs if tag == 'sandbox'} | {('shapes-clip', 'sandbox')}
     for name, tag in sandbox: assert resolve_pretrained(name, tag)  # the sandbox CLIPs' weights are shipped: they resolve offline
     assert {('ViT-L-14', 'openai'), ('ViT-H-14', 'laion2b_s32b_b79k'), ('ViT-bigG-14', 'laion2b_s39b_b160k')} <= pairs

@@ -1,6 +1,6 @@
 """What bf16 and fp16 change against fp32 in LinCIR's training step, on a ViT-L/14-sized text tower (random weights, CPU).
 
-A batch of captions of the paper's mix (`benchmarks/mix.py`) is masked as training masks them, and one SMP step is
+A batch of captions of the paper's mix (`speed/mix.py`) is masked as training masks them, and one SMP step is
 computed with the same Phi (random, dropout off so that every variant sees the same network) and the same noise, in four
 arithmetics: fp32 (the reference here); `--precision bf16` and `--precision fp16` (torch.autocast, CLIP's weights kept
 in fp32, what `lincir.training.mixed_precision` does); and the official code's fp16 (the frozen text tower's weights cast
@@ -9,7 +9,7 @@ official fp16: the relative error of the target text embedding `e` (per caption,
 gradient (L2 over all parameters).
 Random weights are not trained CLIP (whose activations have larger outliers), and CPU kernels are not GPU kernels: the
 figures compare the formats, they do not predict a GPU run to the digit.
-Usage: python benchmarks/precision.py [--batch 16] [--batches 4] [--backbone ViT-L-14]
+Usage: python speed/precision.py [--batch 16] [--batches 4] [--backbone ViT-L-14]
 """
 import argparse, copy, dataclasses, json, os, sys, time, warnings
 from contextlib import nullcontext
@@ -54,7 +54,7 @@ def rel(a, b):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--batch', type=int, default=16); ap.add_argument('--batches', type=int, default=4)
-    ap.add_argument('--backbone', default='ViT-L-14'); ap.add_argument('--out', default='benchmarks/results/precision.json')
+    ap.add_argument('--backbone', default='ViT-L-14'); ap.add_argument('--out', default='speed/results/precision.json')
     args = ap.parse_args()
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -77,7 +77,7 @@ def main():
     summary, summary_official = _summary(res), _summary(vs_official)
     result = dict(backbone=f'{args.backbone} text tower, random weights (pretrained=None), Phi random, dropout off',
                   device='cpu', torch=torch.__version__, captions_per_batch=args.batch, batches=args.batches,
-                  captions='benchmarks/mix.py realistic_captions', date=time.strftime('%Y-%m-%d'),
+                  captions='speed/mix.py realistic_captions', date=time.strftime('%Y-%m-%d'),
                   cpu_seconds=round(time.process_time() - t0, 1), against_fp32=summary, against_official_fp16=summary_official)
     for title, table in (('against fp32', summary), ('against the official fp16', summary_official)):
         print(title)

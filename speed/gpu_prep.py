@@ -1,17 +1,17 @@
-"""Prepare, on this machine, everything `benchmarks/gpu.sh` needs on the lent GPU machine, in one ignored folder (`.gpu/`).
+"""Prepare, on this machine, everything `speed/gpu.sh` needs on the lent GPU machine, in one ignored folder (`.gpu/`).
 
-The GPU machine is a fixed image (`benchmarks/device_packages.txt`: torch, numpy, pytest, ... but no open_clip, ftfy,
+The GPU machine is a fixed image (`speed/device_packages.txt`: torch, numpy, pytest, ... but no open_clip, ftfy,
 spaCy or datasets) that can fetch nothing. This script puts into `.gpu/`:
 - `wheels/`: the pure-Python wheels the import chain of the check needs and the image lacks (`CARRIED`), at the
   versions this environment runs, for Python 3.12 on x86-64 Linux; downloaded once, then reused. Every need of each
   wheel must be in the image or carried, else it stops and says which.
-- `captions/<tokenizer>/`: the paper's caption mix (`benchmarks/mix.py`) masked with spaCy and tokenised by
+- `captions/<tokenizer>/`: the paper's caption mix (`speed/mix.py`) masked with spaCy and tokenised by
   `lincir.captions.masked_corpus`, as the token arrays training reads (`ids.npy`, `length.npy`, `rule.npy`), once per
   tokenizer: backbones whose tokenizers give identical ids for every row share one folder (checked row by row).
   `meta.json` names the backbones it serves and holds a few rows' texts so `gpu.py` can check its tokenizer there.
 - `manifest.json`: what is there, with sizes and hashes.
 It prints the size of `.gpu/` and of all that a device call would send. Run it as `make gpu-prep`.
-Usage: python benchmarks/gpu_prep.py [--out .gpu] [--backbones ViT-L-14 ViT-bigG-14 lincir-tiny] [--captions 4096]
+Usage: python speed/gpu_prep.py [--out .gpu] [--backbones ViT-L-14 ViT-bigG-14 lincir-tiny] [--captions 4096]
 """
 import argparse, datetime, hashlib, importlib.metadata as md, json, os, subprocess, sys, warnings, zipfile
 from pathlib import Path
@@ -23,7 +23,7 @@ from device_env import device_packages, normalize
 from mix import realistic_captions
 
 ROOT = Path(__file__).resolve().parents[1]
-CARRIED = ('open_clip_torch', 'ftfy', 'wcwidth')  # found by importing the check's entry points in benchmarks/device_env.py
+CARRIED = ('open_clip_torch', 'ftfy', 'wcwidth')  # found by importing the check's entry points in speed/device_env.py
 DEVICE_PYTHON = '3.12'  # the image's python3 (3.12.3); wheels for x86-64 glibc Linux, as the device tool's README says
 PLATFORMS = ('manylinux_2_28_x86_64', 'manylinux_2_27_x86_64', 'manylinux_2_17_x86_64', 'manylinux2014_x86_64', 'manylinux1_x86_64')
 BACKBONES = ('ViT-L-14', 'ViT-bigG-14', 'lincir-tiny')  # the timed backbones, and the dry run's tiny CLIP
@@ -71,7 +71,7 @@ def wheels(folder:Path) -> list[Path]:
         lacking = [r for r in _requires(w) if r not in image and r not in carried]
         if lacking:
             sys.exit(f"gpu_prep: {w.name} needs {', '.join(lacking)}, which the GPU machine's image lacks "
-                     f"(benchmarks/device_packages.txt): add {'it' if len(lacking) == 1 else 'them'} to CARRIED in {__file__}")
+                     f"(speed/device_packages.txt): add {'it' if len(lacking) == 1 else 'them'} to CARRIED in {__file__}")
     return found
 
 
@@ -131,7 +131,7 @@ def captions(folder:Path, backbones, n:int, seed:int) -> dict:
             key = corpus_meta(ds)['key']
             length = np.asarray(arrays.length)
             atomic_write_json(target/sub/'meta.json', dict(
-                backbones=names, **ident, captions=len(arrays), source=f'benchmarks/mix.py realistic_captions({n}, seed={seed})',
+                backbones=names, **ident, captions=len(arrays), source=f'speed/mix.py realistic_captions({n}, seed={seed})',
                 source_sha256=hashlib.sha256(text.encode()).hexdigest(), masking=key['masking'], rules=corpus_meta(ds)['rules'],
                 mean_length=round(float(length.mean()), 1), at_context=round(float((length >= ident['context_length']).mean()), 3),
                 check=[dict(caption=texts['caption'][i], masked=texts['masked'][i]) for i in range(min(CHECK_ROWS, len(arrays)))]))
@@ -172,7 +172,7 @@ def main():
     print(f"{out}: {total / 2**20:.1f} MiB; a device call carrying it sends {sent / 2**20:.1f} MiB "
           f"(limit {TRAVEL_LIMIT // 2**20} MiB)")
     if sent > TRAVEL_LIMIT: sys.exit(f"gpu_prep: {sent / 2**20:.1f} MiB is over the device call's limit")
-    print(f'the device call (README, GPU check): run(command="bash benchmarks/gpu.sh", carry=["{out.relative_to(ROOT)}"], timeout_s=300)')
+    print(f'the device call (speed/README.md, GPU check): run(command="bash speed/gpu.sh", carry=["{out.relative_to(ROOT)}"], timeout_s=300)')
 
 
 if __name__ == '__main__':

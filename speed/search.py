@@ -8,14 +8,14 @@ about 0.7), as real image embeddings cluster by content. Two query sets: *near* 
 with `lincir.ranking.topk`, exact and through a faiss index (chosen by `ann_kind`). Reported per size: build
 time, resident memory the search adds (RSS, which counts the memory-mapped pages it touched), query latency for one
 query at a time (median over the queries after one warm-up), and the approximate recall@10 against exact.
-Usage: nice -n 10 python benchmarks/search.py [--sizes 10000 100000 1000000] [--queries 30] [--work /tmp/lincir-search]
+Usage: nice -n 10 python speed/search.py [--sizes 10000 100000 1000000] [--queries 30] [--work /tmp/lincir-search]
 
 With --cli, the command line instead: wall and CPU time (user + system, all threads) of `python -m lincir.search --help`, of `python -m lincir.search query`
 against a folder of 200 rendered images indexed beforehand (the default sandbox backbone, no Phi), and of
 `python -c "import torch"` for scale, each run --runs times in turn (so a change of load hits all alike), with the
 1-minute load average before each run. The commands run in the work folder, so they import the installed package,
 or with --pythonpath DIR the one in DIR: another checkout's (`git archive COMMIT lincir data | tar -x -C DIR`).
-Usage: python benchmarks/search.py --cli [--runs 5] [--pythonpath DIR] [--work /tmp/lincir-search-cli]
+Usage: python speed/search.py --cli [--runs 5] [--pythonpath DIR] [--work /tmp/lincir-search-cli]
 """
 import argparse, json, os, resource, shutil, statistics, subprocess, sys, time
 from pathlib import Path
@@ -107,7 +107,7 @@ def main():
     ap.add_argument('--sizes', type=int, nargs='+', default=[10_000, 100_000, 1_000_000])
     ap.add_argument('--dim', type=int, default=768); ap.add_argument('--queries', type=int, default=30)
     ap.add_argument('--k', type=int, default=10); ap.add_argument('--work', default='/tmp/lincir-search-bench')
-    ap.add_argument('--out', default='benchmarks/results/search.json')
+    ap.add_argument('--out', default='speed/results/search.json')
     ap.add_argument('--table', default='', help='only print the README table of this results file')
     args = ap.parse_args()
     if args.cli:

@@ -1,14 +1,14 @@
 """Throughput of keyword masking on captions with the paper's length mix, and its scaling with `num_proc`.
 
-Captions from `benchmarks/mix.py` (a third CC3M-like, two thirds long prompts, a third cut at 77 tokens). Two
+Captions from `speed/mix.py` (a third CC3M-like, two thirds long prompts, a third cut at 77 tokens). Two
 measures: `mask_captions` alone in this process (cleaning, cut to 77 tokens, spaCy's tagger, its parser on the captions
 `lincir.tagging.ParseGate` picks, keyword replacement, placeholder check), and the whole cache build `masked_corpus`
 (masking, tokenising both texts, writing Arrow and the uint16 arrays) with num_proc=1 and 2 into a temporary cache.
 Also: the share of captions the gate sends to the parser, `mask_captions` with the parser on every caption (no gate),
-and `mask_captions` on captions dense in pronoun uses (`benchmarks/varied.py`), where the gate parses most of them. spaCy is loaded before the
+and `mask_captions` on captions dense in pronoun uses (`speed/varied.py`), where the gate parses most of them. spaCy is loaded before the
 timings (forked workers inherit it). Each figure is the best of `--repeat` runs, since other jobs share the machine;
 the per-core rate is also measured in CPU time (process time), which other jobs disturb little.
-Usage: python benchmarks/masking.py [--n 48000] [--repeat 2] [--tokenizer ViT-L-14] [--no-cache-build]
+Usage: python speed/masking.py [--n 48000] [--repeat 2] [--tokenizer ViT-L-14] [--no-cache-build]
 """
 import argparse, json, os, sys, tempfile, time
 from pathlib import Path
@@ -35,7 +35,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--n', type=int, default=48000); ap.add_argument('--repeat', type=int, default=2)
     ap.add_argument('--tokenizer', default='ViT-L-14'); ap.add_argument('--corpus', type=float, default=9.3e6)
-    ap.add_argument('--cores', type=int, default=16); ap.add_argument('--out', default='benchmarks/results/masking.json')
+    ap.add_argument('--cores', type=int, default=16); ap.add_argument('--out', default='speed/results/masking.json')
     ap.add_argument('--no-cache-build', action='store_true', help='skip the masked_corpus timings')
     args = ap.parse_args()
     tok = open_clip.get_tokenizer(args.tokenizer)

@@ -7,12 +7,12 @@ Four steps on the very same uniformly random batches (as the reference draws the
   C masking cached, the whole batch cut to its longest caption (exact);
   D ours: masking cached, the batch computed in `--chunks` length-sorted chunks, each cut to its own longest caption
     (`lincir.training.train_step`, exact).
-Mixes: 'grammar' (the Shapes grammar, about as long as CC3M captions) and 'realistic' (`benchmarks/mix.py`: a third
+Mixes: 'grammar' (the Shapes grammar, about as long as CC3M captions) and 'realistic' (`speed/mix.py`: a third
 CC3M-like, two thirds long prompts, a third cut at 77 tokens). Same backbone (a text tower with random weights,
 pretrained=None, so it runs offline), same Phi, same noise per step (drawn once per batch), dropout 0.
 Speeds are captions per CPU-second of this process with one torch thread (`--threads 1`): per-core figures that other
 jobs on the machine disturb little; wall-clock speeds are recorded too.
-Usage: python benchmarks/train_step.py [--steps 3] [--batch 64] [--backbone ViT-B-32] [--chunks 4] [--mixes grammar realistic]
+Usage: python speed/train_step.py [--steps 3] [--batch 64] [--backbone ViT-B-32] [--chunks 4] [--mixes grammar realistic]
 """
 import argparse, json, os, sys, time, warnings
 from pathlib import Path
@@ -95,7 +95,7 @@ def main():
     ap.add_argument('--batch', type=int, default=64); ap.add_argument('--chunks', type=int, default=4)
     ap.add_argument('--mixes', nargs='+', default=['grammar', 'realistic'])
     ap.add_argument('--threads', type=int, default=1, help='torch threads; speeds are per CPU-second, so 1 thread gives per-core figures')
-    ap.add_argument('--out', default='benchmarks/results/train_step.json')
+    ap.add_argument('--out', default='speed/results/train_step.json')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with warnings.catch_warnings():

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# The GPU check, one command, made for the lent GPU machine as it is: its image (benchmarks/device_packages.txt) has
+# The GPU check, one command, made for the lent GPU machine as it is: its image (speed/device_packages.txt) has
 # torch and pytest but no open_clip, spaCy or datasets, and it can fetch nothing. Prepare .gpu/ here first
 # (`make gpu-prep`), carry it, then this script:
 #   1. installs the carried wheels (.gpu/wheels) with pip --no-index --no-deps --target into a temporary folder;
 #   2. imports the check's entry points (fails at once, naming the module, if a wheel is missing);
 #   3. runs the CUDA-only tests (tests/test_cuda.py: bf16, fp16 + gradient scaler, chunked step, resume on CUDA);
 #   4. times the training step of ViT-L-14 and ViT-bigG-14 (random weights, batch 512) on the prepared token arrays
-#      (.gpu/captions: no spaCy here), chunked and whole batch (benchmarks/gpu.py).
+#      (.gpu/captions: no spaCy here), chunked and whole batch (speed/gpu.py).
 # All of it within GPU_BUDGET_S seconds (default 270: a device call with timeout_s=300 leaves room for a second try
 # inside 15 minutes of device time); results in $OUT (the device tool's folder; elsewhere runs/gpu-check):
 # gpu.json (written after every measurement, so a cut-short run keeps what finished), gpu.log, cuda-tests.log.
-#   bash benchmarks/gpu.sh                          # on a machine with a CUDA GPU
-#   PYTHON=... bash benchmarks/gpu.sh --device cpu --dry-run   # CPU rehearsal (tiny CLIP): tests/test_gpu_script.py
-# Other arguments go to benchmarks/gpu.py (--backbones, --batch, --steps ...). PYTHON: the interpreter (python3).
+#   bash speed/gpu.sh                          # on a machine with a CUDA GPU
+#   PYTHON=... bash speed/gpu.sh --device cpu --dry-run   # CPU rehearsal (tiny CLIP): tests/test_gpu_script.py
+# Other arguments go to speed/gpu.py (--backbones, --batch, --steps ...). PYTHON: the interpreter (python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -38,7 +38,7 @@ check() {
   echo "== imports"
   "$PY" -c 'import open_clip, lincir.training, lincir.captions' ||
     { echo "gpu.sh: an import failed with this machine's packages and the carried wheels: add the missing package to" \
-           "CARRIED in benchmarks/gpu_prep.py, or import it only where it is used"; return 4; }
+           "CARRIED in speed/gpu_prep.py, or import it only where it is used"; return 4; }
 
   echo "== CUDA tests (skipped where there is no CUDA device), at most ${CUDA_TESTS_S} s"
   local t=$SECONDS
@@ -49,7 +49,7 @@ check() {
 
   local left=$((BUDGET - (SECONDS - start)))
   echo "== training-step timings, at most $left s"
-  timeout "$((left > 30 ? left : 30))" "$PY" benchmarks/gpu.py --budget-s "$((left > 40 ? left - 10 : 30))" \
+  timeout "$((left > 30 ? left : 30))" "$PY" speed/gpu.py --budget-s "$((left > 40 ? left - 10 : 30))" \
     --out "$RESULTS/gpu.json" --cuda-tests "$tests_rc" "$tests_s" "$summary" "$@"
   local timing_rc=$?
 

@@ -1,14 +1,14 @@
 """A stand-in for the GPU machine's Python: a virtual environment that sees only the packages its image holds.
 
-`python benchmarks/device_env.py DEST` makes `DEST` with `python -m venv --without-pip` and a `.pth` file that adds one
+`python speed/device_env.py DEST` makes `DEST` with `python -m venv --without-pip` and a `.pth` file that adds one
 folder of symbolic links: for each distribution installed in this interpreter's site-packages whose name
-`benchmarks/device_packages.txt` lists, its top-level modules and its `.dist-info` (versions are this machine's).
+`speed/device_packages.txt` lists, its top-level modules and its `.dist-info` (versions are this machine's).
 Everything else (datasets, spaCy, open_clip, papermill, nbdev, lincir's own editable install) stays invisible, so
 `DEST/bin/python` fails on an import the GPU machine would fail on. Where this machine's version of a listed package
 needs a package the list lacks (huggingface_hub 2 here needs httpx2; the image's 1.x does not), that need is linked
 too and reported, unless `--never` names it. Building it takes about a second and no disk.
-Used by tests/test_gpu_script.py to rehearse `benchmarks/gpu.sh`; by hand:
-    python benchmarks/device_env.py /tmp/device && PYTHON=/tmp/device/bin/python bash benchmarks/gpu.sh --device cpu --dry-run
+Used by tests/test_gpu_script.py to rehearse `speed/gpu.sh`; by hand:
+    python speed/device_env.py /tmp/device && PYTHON=/tmp/device/bin/python bash speed/gpu.sh --device cpu --dry-run
 """
 import argparse, importlib.metadata as md, re, subprocess, sys, sysconfig
 from pathlib import Path

@@ -3,12 +3,12 @@
 For each backbone (default ViT-L-14 and ViT-bigG-14, random weights: pretrained=None, so nothing is downloaded), time
 `lincir.training.train_step` as the training loop runs it (uniformly random batches of `--batch` rows of the prepared
 token arrays, AdamW, mixed precision as training picks it), computed in `--chunks` length-sorted chunks (ours) and as
-one whole batch cut to its longest caption (chunks=1). The captions are the paper's length mix (`benchmarks/mix.py`),
-masked and tokenised beforehand by `benchmarks/gpu_prep.py` (`make gpu-prep`) into `.gpu/captions/`: no spaCy and no
+one whole batch cut to its longest caption (chunks=1). The captions are the paper's length mix (`speed/mix.py`),
+masked and tokenised beforehand by `speed/gpu_prep.py` (`make gpu-prep`) into `.gpu/captions/`: no spaCy and no
 `datasets` here. Prints ms/step and the recipe's minutes per backbone; writes a JSON after every variant, so a run cut
 short keeps what finished. `--budget-s` caps the time: fewer timed steps, or a backbone skipped (and said so).
-`--device cpu --dry-run` runs the same code on the tiny random CLIP in seconds (the CPU rehearsal of benchmarks/gpu.sh).
-Usage: python benchmarks/gpu.py [--device cuda] [--backbones ViT-L-14 ViT-bigG-14] [--batch 512] [--steps 10] [--budget-s S]
+`--device cpu --dry-run` runs the same code on the tiny random CLIP in seconds (the CPU rehearsal of speed/gpu.sh).
+Usage: python speed/gpu.py [--device cuda] [--backbones ViT-L-14 ViT-bigG-14] [--batch 512] [--steps 10] [--budget-s S]
 """
 import argparse, datetime, json, os, platform, sys, time, warnings
 from pathlib import Path
@@ -52,7 +52,7 @@ def prepared(folder:Path, name:str) -> tuple[TokenArrays, dict]:
         if name in meta['backbones']: return TokenArrays.open(sub), meta
     served = sorted(b for _, m in metas for b in m['backbones'])
     raise FileNotFoundError(f"no prepared captions for {name} in {folder} (it has {', '.join(served) or 'none'}): run "
-                            f"`.venv/bin/python benchmarks/gpu_prep.py --backbones {' '.join(served + [name])}` where spaCy "
+                            f"`.venv/bin/python speed/gpu_prep.py --backbones {' '.join(served + [name])}` where spaCy "
                             "and the package index are, and carry .gpu/")
 
 
@@ -153,7 +153,7 @@ def main():
     ap.add_argument('--chunks', type=int, default=4); ap.add_argument('--precision', default='auto')
     ap.add_argument('--budget-s', type=float, default=None, help='stop starting work after this many seconds')
     ap.add_argument('--captions', default=str(Path(os.environ.get('LINCIR_GPU_DIR', ROOT/'.gpu'))/'captions'),
-                    help='the token arrays of benchmarks/gpu_prep.py')
+                    help='the token arrays of speed/gpu_prep.py')
     ap.add_argument('--cuda-tests', nargs=3, metavar=('RC', 'SECONDS', 'SUMMARY'), help='what gpu.sh saw of the CUDA tests')
     ap.add_argument('--out', default=str(ROOT/'runs'/'gpu-check'/'gpu.json'))
     args = ap.parse_args()
@@ -162,7 +162,7 @@ def main():
     args.steps = args.steps or (2 if args.dry_run else 10)
     dev = torch.device(args.device)
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        sys.exit("benchmarks/gpu.py: no CUDA device; use --device cpu --dry-run for a CPU smoke test")
+        sys.exit("speed/gpu.py: no CUDA device; use --device cpu --dry-run for a CPU smoke test")
     budget = Budget(args.budget_s)
     res = dict(environment(dev, args), finished=False, backbones={}, skipped={})
     if args.cuda_tests:

@@ -6,7 +6,7 @@ writes (uint16 token ids of each caption and its masked caption side by side, 2 
 `TokenArrays.batch` (one fancy index into each map -> int64 tensors) and the lengths and rules of the rows.
 Timed at 10k and 10M captions, with the file pages cached (warm: wall and CPU time per step) and after evicting them
 (cold: first touch of each row from disk). The old sampler's cost per step (it rebuilt the epoch plan at every step) is measured once for comparison.
-Usage: python benchmarks/data_path.py [--n 10000000] [--batch 512] [--steps 2000] [--dir DIR] [--keep]
+Usage: python speed/data_path.py [--n 10000000] [--batch 512] [--steps 2000] [--dir DIR] [--keep]
 """
 import argparse, json, os, shutil, tempfile, time
 from pathlib import Path
@@ -86,7 +86,7 @@ def main():
     ap.add_argument('--n', type=int, default=10_000_000); ap.add_argument('--small', type=int, default=10_000)
     ap.add_argument('--batch', type=int, default=512); ap.add_argument('--steps', type=int, default=2000)
     ap.add_argument('--dir', default=None, help='where to write the synthetic caches (default: a temporary folder under .cache/)')
-    ap.add_argument('--keep', action='store_true'); ap.add_argument('--out', default='benchmarks/results/data_path.json')
+    ap.add_argument('--keep', action='store_true'); ap.add_argument('--out', default='speed/results/data_path.json')
     args = ap.parse_args()
     from lincir.backbone import cache_dir
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix='bench-data-path-', dir=cache_dir()))
