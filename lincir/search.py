@@ -6,11 +6,103 @@
 from __future__ import annotations
 import argparse, builtins, json, os, sys, time
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+# %% auto #0
+__all__ = ['SEARCH_METHODS', 'EXAMPLES', 'CONFIG_FOLDERS', 'OPTIONAL_IMPORTS', 'GRID_SIDE', 'GRID_COLUMNS', 'GRID_GAP',
+           'GRID_FONT', 'QUERY_PANEL', 'FRAME', 'TEXT', 'FAINT', 'HelpFormatter', 'parser', 'unneeded_imports',
+           'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search', 'find_by_text', 'load_search_phi',
+           'folder_changes', 'index_folder', 'grid', 'main']
+
+# %% ../nbs/10_search.ipynb #f88aea48
+SEARCH_METHODS = ('lincir', 'image', 'text', 'sum')
+
+def _positive_int(text:str) -> int:
+    "An argparse type: an integer >= 1."
+    try: n = int(text)
+    except ValueError: n = 0
+    if n < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+def _folder(text:str) -> str:
+    "An argparse type: an existing folder."
+    if not text.strip(): raise argparse.ArgumentTypeError("the folder is empty: give an image folder, or --sandbox (query) for the sandbox gallery")
+    if not Path(text).expanduser().is_dir(): raise argparse.ArgumentTypeError(f"no folder {text!r}")
+    return str(Path(text).expanduser())
+
+def _image_file(text:str) -> str:
+    "An argparse type: a file name whose extension PIL can write (checked before any work, not after the search)."
+    ext = Path(text).suffix.lower()
+    if not (ext in Image.registered_extensions() and Image.registered_extensions()[ext] in Image.SAVE):
+        raise argparse.ArgumentTypeError(f"{text!r} has no image extension PIL can write: name the picture e.g. hits.png (or .jpg, .webp)")
+    return text
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    "Help that ends each option with its default (none, when empty; nothing for a flag or a required option), and keeps the examples' lines as written."
+    def _get_help_string(self, action):
+        h = action.help or ''
+        if '(default' in h or not action.option_strings or action.required or action.default in (False, argparse.SUPPRESS): return h
+        return h + (' (default: none)' if action.default in (None, '') else ' (default: %(default)s)')
+
+EXAMPLES = """examples:
+  the sandbox gallery (after `make run`, which trains runs/main):
+    python -m lincir.search query --sandbox --reference 66173 --caption "is a diamond" --phi runs/main --grid hits.png
+  your own folder, with OpenAI's CLIP ViT-L/14 and a Phi trained for it:
+    python -m lincir.search index ~/Pictures --backbone ViT-L-14 --pretrained openai
+    python -m lincir.search query ~/Pictures --reference ~/Pictures/dog.jpg --caption "is a cat" \\
+        --backbone ViT-L-14 --pretrained openai --phi runs/vitl14"""
+
+def parser() -> argparse.ArgumentParser:
+    "The command line: `index FOLDER`, and `query (FOLDER | --sandbox) --reference IMG --caption TEXT`."
+    ap = argparse.ArgumentParser(prog='python -m lincir.search', formatter_class=HelpFormatter, epilog=EXAMPLES,
+                                 description='Search an image folder with composed queries: a reference image and how the wanted image differs.')
+    sub = ap.add_subparsers(dest='command', required=True)
+    index = sub.add_parser('index', formatter_class=HelpFormatter, epilog=EXAMPLES,
+                           help="encode a folder's new and changed images (query does it too; index shows the progress)")
+    query = sub.add_parser('query', formatter_class=HelpFormatter, epilog=EXAMPLES,
+                           help='answer one composed query: the hits as lines, JSON or a picture')
+    index.add_argument('folder', type=_folder, help='image folder, searched recursively (hidden files and folders skipped)')
+    where = query.add_mutually_exclusive_group(required=True)
+    where.add_argument('folder', nargs='?', type=_folder, help='image folder to search (new and changed images are encoded first)')
+    where.add_argument('--sandbox', action='store_true', help="search the offline sandbox gallery instead: ShapesCIR's 5,508 rendered images (rendered and encoded on first use); references are their ids")
+    for p in (index, query):
+        p.add_argument('--backbone', default='shapes-clip', help='open_clip model name (ViT-L-14), hf-hub:org/repo or a lincir config (shapes-clip); with --phi, the one it was trained with')
+        p.add_argument('--pretrained', default='sandbox', help="open_clip weights tag (openai), a checkpoint file, sandbox (shapes-clip's), or none for random weights")
+        p.add_argument('--device', default='auto', help='auto (cuda when available, else cpu), cpu, cuda or cuda:N')
+        p.add_argument('--batch-size', type=_positive_int, default=64, help='images encoded at once')
+    query.add_argument('--reference', required=True, help="the reference: a gallery image's id (its path in the folder; a number with --sandbox) or any image file")
+    query.add_argument('--caption', default='', help='how the wanted image differs from the reference, e.g. "is red"; every method but image needs one')
+    query.add_argument('--phi', default='', help='a training run folder (its best/ Phi when there is one) or a phi .safetensors file; without it, LinCIR is not available')
+    query.add_argument('--method', choices=SEARCH_METHODS, help='lincir (needs --phi), or a zero-shot baseline: image, text, or sum of both (default: lincir with --phi, else sum)')
+    query.add_argument('-k', type=_positive_int, default=20, help='hits shown')
+    query.add_argument('--json', action='store_true', help='print the query and its hits (rank, id, path, score) as JSON')
+    query.add_argument('--grid', type=_image_file, help='also save a picture of the query and its hits (.png, .jpg, ...), for sharing')
+    query.add_argument('--ann', action='store_true', help='approximate search through a faiss index (pip install faiss-cpu), for hundreds of thousands of images')
+    return ap
+
+# %% ../nbs/10_search.ipynb #c2b6aaa4
+CONFIG_FOLDERS = [Path(folder)/'model_configs' for package in ('lincir', 'open_clip')  # lincir's (`lincir.backbone.CONFIG_DIR`) and
+                  for folder in getattr(find_spec(package), 'submodule_search_locations', None) or []]  # open_clip's, found, not imported
+OPTIONAL_IMPORTS = {'transformers': ('text_cfg', ('hf_model_name', 'hf_tokenizer_name')),  # package: the config keys that need it
+                    'timm': ('vision_cfg', ('timm_model_name',))}
+
+def unneeded_imports(backbone:str) -> list[str]:
+    "The optional packages open_clip imports that `backbone` does not use, by its config; none when it cannot tell."
+    name = backbone.replace('/', '-')
+    config = next((f/f'{name}.json' for f in CONFIG_FOLDERS if (f/f'{name}.json').is_file()), None)
+    if config is None or backbone.startswith(('hf-hub:', 'local-dir:')): return []
+    cfg = json.loads(config.read_text())
+    return [p for p, (tower, keys) in OPTIONAL_IMPORTS.items() if not any(k in cfg.get(tower, {}) for k in keys)]
+
+if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'):  # the command: arguments checked before torch is imported
+    for package in unneeded_imports(parser().parse_args().backbone): sys.modules.setdefault(package, None)  # open_clip: "not installed"
+
+# %% ../nbs/10_search.ipynb #602a1d1b
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 
 from .backbone import Backbone, encode_images, encode_text, input_side, load_backbone
 from .distributed import barrier, rank_world, setup_distributed
@@ -19,10 +111,6 @@ from .phi import PhiFileError, PhiMismatchError, load_phi, resolve_phi
 from .ranking import topk
 from .retrieval import DEFAULT_TEMPLATE, Query, query_features
 from .store import FeatureStore, StoreView, open_store
-
-# %% auto #0
-__all__ = ['SEARCH_METHODS', 'gallery_images', 'Gallery', 'reference_features', 'Hit', 'search', 'find_by_text',
-           'load_search_phi', 'folder_changes', 'index_folder', 'grid', 'main']
 
 # %% ../nbs/10_search.ipynb #57c09529
 def gallery_images(source:str|Path|dict='') -> dict:
@@ -81,8 +169,6 @@ def reference_features(gallery:Gallery, reference) -> torch.Tensor:
     return encode_images(gallery.bb, [image], progress=False).half().float()
 
 # %% ../nbs/10_search.ipynb #3b0e730b
-SEARCH_METHODS = ('lincir', 'image', 'text', 'sum')
-
 @dataclass
 class Hit:
     "One search result."
@@ -169,17 +255,63 @@ def index_folder(bb:Backbone, folder, batch_size:int=64, progress:bool=True) -> 
                 unreadable={i: store.failed[k] for i, k in keys.items() if k in store.failed}, store=str(store.path))
 
 # %% ../nbs/10_search.ipynb #d131374b
-def grid(gallery:Gallery, reference, hits:list[Hit], path, side:int=160, columns:int=6) -> Path:
-    "Save a picture of the reference and its hits, with their scores, to `path`."
-    ref = reference if isinstance(reference, Image.Image) else gallery.image(reference) if reference in gallery else load_image(reference)
-    tiles = [(ref, 'reference')] + [(gallery.image(h.id), f'{n}. {h.score:.3f}') for n, h in enumerate(hits, 1)]
-    rows = -(-len(tiles) // columns)
-    out = Image.new('RGB', (columns * side, rows * (side + 16)), 'white')
+GRID_SIDE = 192  # pixels of each picture in `grid`: small images are enlarged to it, large ones reduced
+GRID_COLUMNS = 5  # the most hits in a row of `grid`
+GRID_GAP = 8  # pixels between and around pictures
+GRID_FONT = 14  # text height in pixels
+QUERY_PANEL, FRAME, TEXT, FAINT = (225, 236, 252), (200, 200, 200), (20, 20, 20), (90, 90, 90)
+
+def _shorten(draw, text:str, font, width:int, end:bool=False) -> str:
+    "`text`, or as much of it as fits `width` pixels with '...' in the middle (at the `end`)."
+    if draw.textlength(text, font=font) <= width: return text
+    for n in range(len(text) - 1, -1, -1):
+        short = text[:n] + '...' if end else text[:(n + 1) // 2] + '...' + text[len(text) - n // 2:]
+        if draw.textlength(short, font=font) <= width: return short
+    return '...'
+
+def _wrap(draw, text:str, font, width:int, lines:int) -> list[str]:
+    "`text` in at most `lines` lines of `width` pixels, the last one shortened at its end when the text goes on."
+    words, out = text.split(), []
+    while words and len(out) < lines:
+        n = 1
+        while n < len(words) and draw.textlength(' '.join(words[:n + 1]), font=font) <= width: n += 1
+        out.append(_shorten(draw, ' '.join(words[:n]), font, width, end=True)); words = words[n:]
+    if words: out[-1] = _shorten(draw, out[-1] + ' ' + ' '.join(words), font, width, end=True)
+    return out
+
+def _query_lines(draw, gallery, reference, caption, method, n, font, width) -> list[tuple[str, tuple]]:
+    "The query's text under its picture, with colours: the reference's name, the modification (3 lines at most), the method."
+    name = ('an uploaded image' if isinstance(reference, Image.Image) else str(reference) if reference in gallery
+            else Path(reference).name)
+    mod = _wrap(draw, f'+ "{caption.strip()}"', font, width, 3) if caption.strip() else ['(no modification)']
+    return ([(_shorten(draw, f'reference: {name}', font, width), TEXT)] + [(t, TEXT) for t in mod] +
+            ([(_shorten(draw, f'{method}: top {n} of {len(gallery):,}', font, width), FAINT)] if method else []))
+
+def grid(gallery:Gallery, reference, # a gallery id, an image file or a PIL image
+         hits:list[Hit], path, caption:str='', # the modification
+         method:str='', side:int=GRID_SIDE, columns:int=GRID_COLUMNS) -> Path:
+    "Save a picture of the query (reference, modification, method) and its hits, with rank, score and file name, to `path`."
+    font, gap, line = ImageFont.load_default(size=GRID_FONT), GRID_GAP, GRID_FONT + 4
+    rows = max(1, -(-len(hits) // columns)); cols = max(1, -(-len(hits) // rows))  # rows as full as the count allows
+    cell_h = side + 3 + 2 * line + gap  # a hit: picture, 'rank  score', file name
+    text = _query_lines(ImageDraw.Draw(Image.new('RGB', (1, 1))), gallery, reference, caption, method, len(hits), font, side)
+    panel_w, panel_h = side + 2 * gap, gap + side + 4 + len(text) * line + gap
+    left = 3 * gap + panel_w  # where the hits begin
+    out = Image.new('RGB', (left + cols * (side + gap), 2 * gap + max(panel_h, rows * cell_h)), 'white')
     draw = ImageDraw.Draw(out)
-    for n, (im, label) in enumerate(tiles):
-        im = im.copy(); im.thumbnail((side, side))
-        x, y = n % columns * side, n // columns * (side + 16)
-        out.paste(im, (x + (side - im.width) // 2, y + (side - im.height) // 2)); draw.text((x + 4, y + side + 2), label, fill='black')
+    def picture(im, x, y):
+        im = ImageOps.contain(im, (side, side), Image.LANCZOS)
+        out.paste(im, (x + (side - im.width) // 2, y + (side - im.height) // 2))
+        draw.rectangle((x - 1, y - 1, x + side, y + side), outline=FRAME)
+    draw.rectangle((gap, gap, gap + panel_w - 1, gap + panel_h - 1), fill=QUERY_PANEL)
+    ref = reference if isinstance(reference, Image.Image) else gallery.image(reference) if reference in gallery else load_image(reference)
+    picture(ref, 2 * gap, 2 * gap)
+    for n, (t, colour) in enumerate(text): draw.text((2 * gap, 2 * gap + side + 4 + n * line), t, fill=colour, font=font)
+    for n, h in enumerate(hits):
+        x, y = left + n % cols * (side + gap), 2 * gap + n // cols * cell_h  # tops aligned with the reference's
+        picture(gallery.image(h.id), x, y)
+        draw.text((x, y + side + 3), f'{n + 1}   {h.score:.3f}', fill=TEXT, font=font)
+        draw.text((x, y + side + 3 + line), _shorten(draw, h.id, font, side), fill=FAINT, font=font)
     Path(path).parent.mkdir(parents=True, exist_ok=True); out.save(path)
     return Path(path)
 
@@ -200,48 +332,25 @@ def _query(args, bb:Backbone):
     if method == 'lincir' and phi is None: raise SystemExit(f"--method lincir needs a trained Phi: {note}")
     if args.phi and phi is None and not args.method:  # asked for LinCIR: not a quiet fallback to sum
         raise SystemExit(f"--phi {args.phi} cannot be used: {note}. Fix it, or leave --phi out (or give --method) to search without it.")
-    gal = Gallery.build(bb, args.folder, progress=not args.json, batch_size=args.batch_size)
-    ref = os.path.relpath(Path(args.reference).resolve(), Path(args.folder).resolve()) if Path(args.reference).is_file() else args.reference
-    ref = Path(ref).as_posix() if Path(ref).as_posix() in gal else args.reference
+    gal = Gallery.build(bb, '' if args.sandbox else args.folder, progress=not args.json, batch_size=args.batch_size)
+    ref = args.reference
+    if args.folder and Path(ref).is_file():  # a file of the folder is its gallery image
+        inside = Path(os.path.relpath(Path(ref).resolve(), Path(args.folder).resolve())).as_posix()
+        ref = inside if inside in gal else ref
     hits = search(gal, ref, args.caption, method, phi, args.k, l2_normalize=l2, ann=args.ann)
-    if args.grid: grid(gal, ref, hits, args.grid)
+    if args.grid: grid(gal, ref, hits, args.grid, args.caption, method)
+    where = 'the sandbox gallery' if args.sandbox else args.folder
     if args.json:
-        print(json.dumps(dict(folder=args.folder, reference=str(ref), caption=args.caption, method=method, phi=note,
+        print(json.dumps(dict(folder=where, reference=str(ref), caption=args.caption, method=method, phi=note,
                               hits=[dict(rank=n, id=h.id, path=str(gal.images[h.id]), score=round(h.score, 6)) for n, h in enumerate(hits, 1)]), indent=1))
     else:
-        print(f"{method} over {len(gal)} images ({note})", file=sys.stderr)
+        print(f"{method} over {len(gal)} images of {where} ({note})", file=sys.stderr)
         for n, h in enumerate(hits, 1): print(f"{n:3d}  {h.score:.4f}  {_shown(h.id)}")
-
-def _positive_int(text:str) -> int:
-    "An argparse type: an integer >= 1."
-    try: n = int(text)
-    except ValueError: n = 0
-    if n < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
-
-def _image_file(text:str) -> str:
-    "An argparse type: a file name whose extension PIL can write (checked before any work, not after the search)."
-    ext = Path(text).suffix.lower()
-    if not (ext in Image.registered_extensions() and Image.registered_extensions()[ext] in Image.SAVE):
-        raise argparse.ArgumentTypeError(f"{text!r} has no image extension PIL can write: name the picture e.g. hits.png (or .jpg, .webp)")
-    return text
+        if args.grid: print(f"picture of the query and its hits: {args.grid}", file=sys.stderr)
 
 def main(argv=None):
-    "python -m lincir.search index FOLDER | query FOLDER --reference IMG --caption TEXT"
-    ap = argparse.ArgumentParser(prog='python -m lincir.search', description='Index an image folder and search it with composed queries.')
-    sub = ap.add_subparsers(dest='command', required=True)
-    for name in ('index', 'query'):
-        p = sub.add_parser(name)
-        p.add_argument('folder'); p.add_argument('--backbone', default='shapes-clip'); p.add_argument('--pretrained', default='sandbox')
-        p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu'); p.add_argument('--batch-size', type=_positive_int, default=64)
-    q = sub.choices['query']
-    q.add_argument('--reference', required=True, help='an image of the folder (id or path) or any image file')
-    q.add_argument('--caption', default='', help='how the wanted image differs from the reference')
-    q.add_argument('--phi', default='', help='training run folder or phi .safetensors'); q.add_argument('--method', choices=SEARCH_METHODS)
-    q.add_argument('-k', type=_positive_int, default=20); q.add_argument('--json', action='store_true')
-    q.add_argument('--grid', type=_image_file, help='save a picture of the hits (.png, .jpg, ...)')
-    q.add_argument('--ann', action='store_true', help='approximate search (faiss), for very large folders')
-    args = ap.parse_args(argv)
+    "python -m lincir.search index FOLDER | query (FOLDER | --sandbox) --reference IMG --caption TEXT (see --help)"
+    args = parser().parse_args(argv)
     bb = _backbone(args)
     if args.command == 'query': return _query(args, bb)
     r = index_folder(bb, args.folder, args.batch_size)

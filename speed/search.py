@@ -9,8 +9,15 @@ with `lincir.ranking.topk`, exact and through a faiss index (chosen by `ann_kind
 time, resident memory the search adds (RSS, which counts the memory-mapped pages it touched), query latency for one
 query at a time (median over the queries after one warm-up), and the approximate recall@10 against exact.
 Usage: nice -n 10 python speed/search.py [--sizes 10000 100000 1000000] [--queries 30] [--work /tmp/lincir-search]
+
+With --cli, the command line instead: wall and CPU time (user + system, all threads) of `python -m lincir.search --help`, of `python -m lincir.search query`
+against a folder of 200 rendered images indexed beforehand (the default sandbox backbone, no Phi), and of
+`python -c "import torch"` for scale, each run --runs times in turn (so a change of load hits all alike), with the
+1-minute load average before each run. The commands run in the work folder, so they import the installed package,
+or with --pythonpath DIR the one in DIR: another checkout's (`git archive COMMIT lincir data | tar -x -C DIR`).
+Usage: python speed/search.py --cli [--runs 5] [--pythonpath DIR] [--work /tmp/lincir-search-cli]
 """
-import argparse, json, os, shutil, time
+import argparse, json, os, resource, shutil, statistics, subprocess, sys, time
 from pathlib import Path
 
 # idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads inflate CPU time 3-4x
@@ -63,14 +70,53 @@ def table(out) -> str:
     return '\n'.join(rows)
 
 
+def cli_times(work:Path, runs:int, pythonpath:str='', images:int=200) -> dict:
+    "Wall seconds of each command (median, min, all runs) and the load average before each run."
+    from lincir.shapes import random_scene, render
+    import random
+    folder, rng = work/'photos', random.Random(0)
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for n in range(images): render(random_scene(rng, 1)).save(folder/f'{n}.png')
+    env = {**os.environ, 'LINCIR_CACHE': str(work/'cache'), 'HF_HUB_OFFLINE': '1',
+           'PYTHONPATH': os.pathsep.join(p for p in (pythonpath, os.environ.get('PYTHONPATH', '')) if p)}
+    search = [sys.executable, '-m', 'lincir.search']
+    where = subprocess.run([sys.executable, '-c', 'import lincir; print(lincir.__file__)'], env=env, cwd=work, capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([*search, 'index', str(folder)], env=env, cwd=work, check=True, capture_output=True)  # indexed beforehand
+    commands = {'python -c "import torch"': [sys.executable, '-c', 'import torch'],
+                'python -m lincir.search --help': [*search, '--help'],
+                'python -m lincir.search query FOLDER': [*search, 'query', str(folder), '--reference', '0.png', '--caption', 'is red', '-k', '10']}
+    times, cpu, loads = {c: [] for c in commands}, {c: [] for c in commands}, []
+    for _ in range(runs):
+        for name, argv in commands.items():
+            loads.append(os.getloadavg()[0])
+            t, c = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(argv, env=env, cwd=work, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - t)
+            c2 = resource.getrusage(resource.RUSAGE_CHILDREN); cpu[name].append(c2.ru_utime - c.ru_utime + c2.ru_stime - c.ru_stime)
+    def stats(t): return dict(median=round(statistics.median(t), 2), min=round(min(t), 2), all=[round(x, 2) for x in t])
+    return dict(lincir=where, images=images, runs=runs, load_average=dict(min=min(loads), mean=round(statistics.mean(loads), 2), max=max(loads)),
+                seconds={c: stats(t) for c, t in times.items()}, cpu_seconds={c: stats(t) for c, t in cpu.items()})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--cli', action='store_true', help='time the command line (see above) instead of the search itself')
+    ap.add_argument('--runs', type=int, default=5, help='--cli: runs of each command')
+    ap.add_argument('--pythonpath', default='', help="--cli: time the lincir package in this folder (another checkout's)")
     ap.add_argument('--sizes', type=int, nargs='+', default=[10_000, 100_000, 1_000_000])
     ap.add_argument('--dim', type=int, default=768); ap.add_argument('--queries', type=int, default=30)
     ap.add_argument('--k', type=int, default=10); ap.add_argument('--work', default='/tmp/lincir-search-bench')
     ap.add_argument('--out', default='speed/results/search.json')
     ap.add_argument('--table', default='', help='only print the README table of this results file')
     args = ap.parse_args()
+    if args.cli:
+        work = Path(args.work if args.work != ap.get_default('work') else '/tmp/lincir-search-cli')
+        r = cli_times(work, args.runs, args.pythonpath)
+        print(json.dumps(r, indent=1))
+        return print('\n'.join(['| command | wall s: median (min) | CPU s: median (min) |', '|---|---:|---:|'] +
+                               [f"| `{c}` | {t['median']:.2f} ({t['min']:.2f}) | {r['cpu_seconds'][c]['median']:.2f} ({r['cpu_seconds'][c]['min']:.2f}) |"
+                                for c, t in r['seconds'].items()]))
     if args.table: return print(table(json.loads(Path(args.table).read_text())))
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     results = []
