@@ -3,6 +3,7 @@ and the reference of the chunked training step, and a notebook run in-process as
 import json, os, signal
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lincir.phi import Phi
@@ -117,3 +118,13 @@ def run_notebook(nb:Path, params:dict, until:str|None=None) -> dict:
             ns.update(params)
         if until and until in src: break
     return ns
+
+
+def random_images(folder:Path, n:int, size:int, prefix:str) -> dict:
+    "`n` PNG files of seeded random pixels, `size` pixels square, in `folder`, by id `{prefix}{i}`."
+    from PIL import Image
+    rng, out = np.random.default_rng(0), {}
+    for i in range(n):
+        out[f'{prefix}{i}'] = folder / f'{prefix}{i}.png'
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(out[f'{prefix}{i}'])
+    return out

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from lincir.backbone import encode_text, load_backbone
 from lincir.captions import load_captions
@@ -16,7 +15,7 @@ from lincir.phi import Phi, import_phi, load_phi, save_phi
 from lincir.retrieval import (GapStatistics, Query, centre_cosine, gap_centre, parse_method, predict, project_to_text,
                               query_features, slerp)
 
-from .helpers import run_notebook
+from tests.helpers import random_images, run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,13 +113,7 @@ def test_query_features_each_method_against_naive(bb):
 
 
 @pytest.fixture
-def gallery(tmp_path, cache):
-    rng = np.random.default_rng(0)
-    out = {}
-    for i in range(9):
-        out[f'g{i}'] = tmp_path / f'g{i}.png'
-        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(out[f'g{i}'])
-    return out
+def gallery(tmp_path, cache): return random_images(tmp_path, 9, 24, 'g')
 
 
 def test_predict_uses_the_images_searched_and_centres_the_gallery(bb, gallery):

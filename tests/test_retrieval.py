@@ -1,15 +1,15 @@
 "The retrieval core: feature cache keys, bad images, query composition with a real Phi."
 import dataclasses, warnings
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from lincir.backbone import load_backbone
 from lincir.phi import resolve_phi
 from lincir.phi import Phi, load_phi, save_phi
+
+from tests.helpers import random_images
 from lincir.retrieval import DEFAULT_TEMPLATE, Query, image_features, predict, query_features
 
 
@@ -26,12 +26,7 @@ def bb(): return tiny()
 @pytest.fixture
 def images(tmp_path, monkeypatch):
     monkeypatch.setenv('LINCIR_CACHE', str(tmp_path / 'cache'))
-    rng = np.random.default_rng(0)
-    out = {}
-    for i in range(10):
-        out[f'i{i}'] = tmp_path / f'i{i}.png'
-        Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(out[f'i{i}'])
-    return out
+    return random_images(tmp_path, 10, 30, 'i')
 
 
 def test_cache_key_follows_weights_and_images(bb, images):
