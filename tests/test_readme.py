@@ -36,6 +36,28 @@ def test_results_section_matches_generated_report():
     assert '(results/RESULTS.md)' in results  # the generated report is one click away
 
 
+
+# The README's names for the query-time methods -> the generated report's row names
+BEYOND_ROWS = {'LinCIR (mAP@10)': 'lincir', '`centre`': 'centre', '`centre+spread`': 'centre, spread matched',
+               '`centre+project+centred_cosine`': 'centre + project + centred cosine',
+               '`centre+ensemble+centred_cosine`': 'centre + ensemble + centred cosine', '`slerp` (SlerpTAT)': 'slerp'}
+
+
+def test_beyond_section_matches_generated_report():
+    "Every cell of the README's query-time table is the report's: test mAP@10 for LinCIR, else the difference, per sandbox."
+    report = (ROOT / 'results' / 'query-time-methods' / 'RESULTS.md').read_text()
+    beyond = README.split('## Beyond LinCIR')[1].split('\n## ')[0]
+    ours = _table(beyond, '| method |')
+    assert {r[0] for r in ours[1:]} == set(BEYOND_ROWS), ours
+    for col, sandbox in enumerate(ours[0][1:], 1):
+        section = report.split(f"### {sandbox.strip('`')}\n")[1].split('\n### ')[0]
+        theirs = {r[0]: r for r in _table(section, '| method |')[1:]}
+        for r in ours[1:]:
+            name = BEYOND_ROWS[r[0]]
+            want = theirs[name][1:3] if name == 'lincir' else theirs[name][3:5]
+            assert r[col].replace('**', '') == ' / '.join(want), (sandbox, r[0], r[col], want)
+    assert '(results/query-time-methods/RESULTS.md)' in beyond
+
 def test_quick_start_commands_exist():
     quick = README.split('## Quick start')[1].split('\n## ')[0]
     commands = re.findall(r'^(make \w+)', quick, flags=re.M)
