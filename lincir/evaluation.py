@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .backbone import PREPROCESSINGS, Backbone, cache_dir, encode_text
@@ -18,7 +17,7 @@ from .benchmarks import (BENCHMARKS, DEFAULT_SPLITS, GENECIS_TASKS, HEADLINES, V
 from .captions import load_captions
 from .files import atomic_write, atomic_write_json, claim_folder, folder_contents, replace_files
 from .images import load_image
-from .phi import TEXT_MEAN_CAPTIONS, resolve_phi
+from .phi import TEXT_MEAN_CAPTIONS, resolve_phi, text_statistics
 from .retrieval import (DEFAULT_TEMPLATE, GapStatistics, Prediction, check_template, image_features, parse_method,
                                predict)
 from .store import store_path
@@ -83,17 +82,16 @@ def gap_statistics(bb:Backbone, phi:torch.nn.Module|None, method) -> GapStatisti
     rec = getattr(phi, 'text_statistics', None) if m.base == 'lincir' else None
     if m.spread and rec and 'std' not in rec: rec = None  # a record without the spread: the corpus gives all
     emb = caption_embeddings(bb, corpus) if m.project is not None or not rec or m.text_mean == 'corpus' else None
-    if rec and m.text_mean == 'recorded':
-        mean, nmean = torch.tensor(rec['mean']), torch.tensor(rec['normalised_mean'])
-        std = torch.tensor(rec['std']) if 'std' in rec else None
-        if mean.shape != (bb.embed_dim,): raise ValueError(f"the Phi's text_statistics have {mean.shape[0]} dimensions, the backbone {bb.embed_dim}")
-        source = f"recorded with the Phi: {rec['source']}"
-    else:
-        mean, nmean, std = emb.mean(0), F.normalize(emb, dim=-1).mean(0), emb.std(0)
+    if rec and m.text_mean == 'recorded': source = f"recorded with the Phi: {rec['source']}"
+    else:  # the same record, made from the corpus (phi.text_statistics, as training makes it)
         why = ('text_mean=corpus' if rec else 'the Phi has no record of its training corpus' if m.base == 'lincir'
                else f'{m.base} uses no Phi')
-        source = f"estimated from {len(emb)} captions of {corpus} ({why})"
+        rec = text_statistics(emb, f"estimated from {len(emb)} captions of {corpus} ({why})")
+        source = rec['source']
         print(f"{m}: mu_txt {source}")
+    mean, nmean = torch.tensor(rec['mean']), torch.tensor(rec['normalised_mean'])
+    std = torch.tensor(rec['std']) if 'std' in rec else None
+    if mean.shape != (bb.embed_dim,): raise ValueError(f"the Phi's text_statistics have {mean.shape[0]} dimensions, the backbone {bb.embed_dim}")
     return GapStatistics(mean, nmean, std, emb if m.project is not None else None, text_source=source)
 
 # %% ../nbs/09a_evaluation.ipynb #fc1efda2
