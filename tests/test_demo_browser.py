@@ -159,6 +159,11 @@ def test_saving_through_jupyter_keeps_notebook_clean_and_signed(lab):
 
 # ---- the browser ----
 
+def outputs_text(page) -> str:
+    "What the cells' outputs show (not the notebook's prose, which names the errors it explains)."
+    return '\n'.join(page.locator('.jp-OutputArea-output').all_inner_texts())
+
+
 def results_text(page) -> str: return page.locator('.lincir-results').inner_text()
 def status_text(page) -> str: return page.locator('.lincir-status').inner_text()
 
@@ -267,7 +272,7 @@ def run_all(page, shots, times):
     page.wait_for_function("() => document.body.innerText.includes('| Idle')")  # Run All is done: the demo shown anew, scrolled
     errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]', has_text='Error')
     assert errors.count() == 0, errors.first.inner_text()
-    body = page.locator('.jp-Notebook').inner_text()
+    body = outputs_text(page)
     assert 'HBox(children=' not in body and 'VBox(children=' not in body, "widgets did not render"
     assert demo.count() == 1 and demo.inner_text().startswith('How to use:')
     assert page.locator('.lincir-note').inner_text() == '' and page.locator('.lincir-progress').inner_text() == ''  # loading done
@@ -411,21 +416,25 @@ def save_and_reload(page, lab, shots, times):
     assert is_nbdev_clean(lab['notebook']), "the notebook saved from JupyterLab is not nbdev-clean"
     assert not re.search(r'/(tmp|home|root|work)/', json.dumps([c.get('outputs') for c in saved['cells']])), "an absolute path in the outputs"
     demo = page.locator('.lincir-demo')
-    for attempt in range(2):  # JupyterLab's widget manager sometimes renders before it restored the kernel's widgets:
-        page.reload()       # "Error displaying widget: model not found" (ipywidgets#3823); a second reload shows them
+    # A reload right after a save sometimes shows "Error displaying widget: model not found" (2 of 10, 4 of 12 after a
+    # full session, 0 of 10 without the save, 0 of 20 for a one-button notebook; one kernel connection, handling
+    # comms): the widget manager reports its restore done without the demo's model. The notebook tells the user to
+    # reload once more, which is what this does; a widget shown as text (an unsigned save) fails at once.
+    for attempt in range(2):
+        page.reload()
         page.locator('.jp-Notebook').wait_for()
         page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=120_000)
         for _ in range(120):  # a person scrolls down to the demo: JupyterLab renders only the cells in view
             page.locator('.jp-WindowedPanel-outer').evaluate("e => e.scrollTop = e.scrollHeight")
             if demo.count() and demo.is_visible(): break
-            if 'model not found' in page.locator('.jp-Notebook').inner_text(): break
+            if 'model not found' in outputs_text(page): break
             page.wait_for_timeout(500)
-        assert 'VBox(children=' not in page.locator('.jp-Notebook').inner_text(), "the widget came back as text: the save was not signed"
+        assert 'VBox(children=' not in outputs_text(page), "the widget came back as text: the save was not signed"
         if demo.count() and demo.is_visible(): break
         times['reloads until the widget showed'] = attempt + 2
     demo.wait_for()
     demo.scroll_into_view_if_needed()
-    body = page.locator('.jp-Notebook').inner_text()
+    body = outputs_text(page)
     assert 'VBox(children=' not in body and 'Error displaying widget' not in body, "the widget came back as text"
     before = results_text(page)
     page.locator('.lincir-next-example').click()
